@@ -1,0 +1,50 @@
+# Every target brings .venv up to date from the pinned requirement files first, so on a fresh
+# machine `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PY := $(BIN)/python
+ARTIFACTS ?= artifacts
+TRIALS ?= 20
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lock data train serve drift monitor demo test lint format
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+setup: $(STAMP)  ## create/update .venv from the pinned requirements
+
+lock: $(STAMP)  ## re-pin requirements*.txt from requirements*.in (needs the package index)
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-find-links --no-emit-index-url -o requirements.txt requirements.in
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-find-links --no-emit-index-url -o requirements-dev.txt requirements-dev.in
+
+data: $(STAMP)  ## rebuild data/ from data/raw (byte-identical every run)
+	$(PY) -m src.make_data
+
+train: $(STAMP)  ## train on data/adult_synth.csv into artifacts/
+	$(PY) -m src.train --data data/adult_synth.csv --outdir $(ARTIFACTS)/ --trials $(TRIALS)
+
+drift: $(STAMP)  ## drift of the shifted sample against the reference -> artifacts/drift_report.json
+	$(PY) -m src.drift --ref data/adult_ref_sample.csv --new data/adult_shifted_sample.csv --out $(ARTIFACTS)/drift_report.json
+
+demo: train drift  ## the main job, end to end
+
+test: $(STAMP)  ## the test suite
+	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

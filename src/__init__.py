@@ -1,0 +1,1 @@
+"""Adult income classifier: training, serving, drift checks and a monitoring agent."""

@@ -1,0 +1,170 @@
+"""The training artifact set: written all-or-nothing, read back only after its hashes check out."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from src.errors import ArtifactError
+
+PIPELINE_FILE = "feature_pipeline.pkl"
+MODEL_FILE = "model.pkl"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+PICKLES = (PIPELINE_FILE, MODEL_FILE)
+STAGING_PREFIX = ".staging-"
+# The libraries whose pickles must be read by the same version that wrote them.
+PICKLE_LIBRARIES = ("scikit-learn", "lightgbm")
+TRACKED_LIBRARIES = ("numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "fairlearn")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    versions.update({name: metadata.version(name) for name in TRACKED_LIBRARIES})
+    return versions
+
+
+def git_sha(cwd: Path = PROJECT_ROOT) -> str | None:
+    """The checkout's commit, or None outside a git checkout (never an error)."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        result = subprocess.run(
+            [git, "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = result.stdout.strip()
+    return sha if result.returncode == 0 and sha else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(outdir: Path) -> None:
+    # A run killed by SIGKILL leaves its staging folder behind; it never looked complete.
+    for folder in outdir.glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if not (pid.isdigit() and _pid_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_artifact_set(outdir: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+    """Write every file into a staging folder, then move them into `outdir`, manifest last.
+
+    The old manifest is removed before the first move, so at every instant the folder holds
+    either a complete set whose hashes match its manifest, or no manifest at all: a loader never
+    takes a half-written set for a complete one.
+    """
+    from src.fileio import sha256_file
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(outdir)
+    staging = Path(tempfile.mkdtemp(dir=outdir, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
+    try:
+        for name, data in files.items():
+            _fsync_write(staging / name, data)
+        manifest = {**manifest, "files": {n: sha256_file(staging / n) for n in files}}
+        _fsync_write(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+        (outdir / MANIFEST_FILE).unlink(missing_ok=True)
+        for name in files:
+            os.replace(staging / name, outdir / name)
+        os.replace(staging / MANIFEST_FILE, outdir / MANIFEST_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A verified, loaded artifact set."""
+
+    pipeline: Any  # fitted sklearn ColumnTransformer
+    model: Any  # fitted lightgbm.LGBMClassifier
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        sha = (self.manifest.get("git_sha") or "nogit")[:12]
+        return f"{sha}-{self.manifest['data_sha256'][:12]}"
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no manifest; train first (make train)")
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["files"][MODEL_FILE]
+    except (ValueError, KeyError, TypeError):
+        raise ArtifactError(f"{path}: unreadable manifest") from None
+    return manifest
+
+
+def read_verified(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
+    """A file's bytes, after checking them against the manifest's sha256."""
+    import hashlib
+
+    path = folder / name
+    expected = manifest["files"].get(name)
+    if expected is None:
+        raise ArtifactError(f"{path}: not listed in the manifest")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror})") from None
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ArtifactError(f"{path}: sha256 does not match the manifest (corrupt or replaced)")
+    return data
+
+
+def load_bundle(folder: str | Path) -> ModelBundle:
+    """Load the artifact set in `folder`; every pickle's hash is checked before it is unpickled."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    installed = library_versions()
+    for library in PICKLE_LIBRARIES:
+        trained = manifest.get("versions", {}).get(library)
+        if trained != installed[library]:
+            raise ArtifactError(
+                f"{folder}: trained with {library} {trained}, running {installed[library]}; "
+                "retrain with the pinned requirements"
+            )
+    blobs = {name: read_verified(folder, name, manifest) for name in PICKLES}
+    metrics = json.loads(read_verified(folder, METRICS_FILE, manifest))
+    try:
+        # Trust boundary: the artifact folder is trusted, and its hashes were just verified.
+        pipeline = pickle.loads(blobs[PIPELINE_FILE])  # noqa: S301
+        model = pickle.loads(blobs[MODEL_FILE])  # noqa: S301
+    except Exception as exc:  # any unpickling failure means the same thing to the caller
+        raise ArtifactError(f"{folder}: cannot unpickle the model ({type(exc).__name__})") from None
+    if not hasattr(pipeline, "transform") or not hasattr(model, "booster_"):
+        raise ArtifactError(
+            f"{folder}: the pickles do not hold a fitted pipeline and LightGBM model"
+        )
+    return ModelBundle(pipeline=pipeline, model=model, manifest=manifest, metrics=metrics)

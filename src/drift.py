@@ -1,0 +1,328 @@
+"""Feature drift between a reference and a new sample: PSI per feature, plus KS / chi-square.
+
+Bins are fit on the reference, then the new sample is counted into them (fit-then-compare), so a
+reference can be stored once and compared against many windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from src.errors import DataError
+from src.fileio import dumps_json, run_cli, sha256_file, write_text_atomic
+from src.schema import COLUMN_BY_NAME, COLUMNS
+
+DEFAULT_THRESHOLD = 0.2
+DEFAULT_BINS = 10
+# Floor for an empty bin's share, so log(0) never happens (the value Evidently uses).
+EPSILON = 1e-4
+NOISE_DRAWS = 200
+NOISE_SEED = 0
+# Below this many rows a PSI is mostly noise; the report says so.
+SMALL_SAMPLE = 100
+# Categories with fewer reference rows than this (chi-square's rule of thumb for expected counts)
+# share one "other" bin with categories the reference never saw. Without it, the long tail of 40
+# countries, each seen once or twice in 500 rows, adds ~0.2 of PSI from sampling noise alone.
+MIN_CATEGORY_COUNT = 5
+MAX_LISTED_UNSEEN = 20
+
+
+@dataclass(frozen=True)
+class FeatureReference:
+    """Bins learned from one reference column, and the reference's counts in them.
+
+    Numeric bins: sorted `edges` cut the line into intervals (lo, hi]; an edge flagged in
+    `points` is a value heavy enough (>= 1/bins of the reference) to get a bin of its own.
+    Slot 2*i + 1 is the point bin of edge i; the last slot is "missing".
+    Categorical bins: one per reference category with at least MIN_CATEGORY_COUNT rows, then
+    "other" (the `rare` reference categories and any category the reference never had), then
+    "missing".
+    """
+
+    name: str
+    kind: str
+    sensitive: bool
+    counts: np.ndarray
+    edges: np.ndarray = field(default_factory=lambda: np.empty(0))
+    points: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    categories: tuple[str, ...] = ()
+    rare: tuple[str, ...] = ()
+    values: np.ndarray | None = None  # sorted non-missing reference values, for KS
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def count(self, column: pd.Series) -> tuple[np.ndarray, list[str], int]:
+        """Counts of `column` in these bins; categories the reference never had, and their rows."""
+        if self.kind == "numeric":
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            return _count_numeric(values, self.edges, self.points), [], 0
+        return _count_categorical(column, self.categories, self.rare)
+
+
+def _count_numeric(values: np.ndarray, edges: np.ndarray, points: np.ndarray) -> np.ndarray:
+    missing = np.isnan(values)
+    present = values[~missing]
+    k = len(edges)
+    if k:
+        idx = np.searchsorted(edges, present, side="left")
+        nearest = np.minimum(idx, k - 1)
+        is_point = (idx < k) & (edges[nearest] == present) & points[nearest]
+        binned = 2 * idx + is_point
+    else:
+        binned = np.zeros(len(present), dtype=np.int64)
+    counts = np.bincount(binned, minlength=2 * k + 1)
+    return np.append(counts, missing.sum())
+
+
+def _count_categorical(
+    column: pd.Series, categories: tuple[str, ...], rare: tuple[str, ...]
+) -> tuple[np.ndarray, list[str], int]:
+    codes = pd.Index([*categories, *rare]).get_indexer(column)  # -1: unseen or missing
+    missing = column.isna().to_numpy()
+    unseen = (codes == -1) & ~missing
+    # Rare categories (codes >= len(categories)) and unseen ones (-1) share the "other" slot.
+    slots = np.where((codes >= len(categories)) | unseen, len(categories), codes)
+    counts = np.bincount(slots[~missing], minlength=len(categories) + 1)
+    unseen_names = sorted(map(str, pd.unique(column[unseen])))
+    return np.append(counts, missing.sum()), unseen_names, int(unseen.sum())
+
+
+def fit_feature(name: str, column: pd.Series, *, bins: int = DEFAULT_BINS) -> FeatureReference:
+    """Learn one column's bins from the reference (see FeatureReference for the layout)."""
+    spec = COLUMN_BY_NAME[name]
+    if spec.kind == "categorical":
+        frequency = column.value_counts()
+        categories = tuple(sorted(map(str, frequency.index[frequency >= MIN_CATEGORY_COUNT])))
+        rare = tuple(sorted(map(str, frequency.index[frequency < MIN_CATEGORY_COUNT])))
+        counts, _, _ = _count_categorical(column, categories, rare)
+        return FeatureReference(
+            name, "categorical", spec.sensitive, counts, categories=categories, rare=rare
+        )
+    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    present = np.sort(values[~np.isnan(values)])
+    if len(present):
+        quantiles = np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])
+        distinct, freq = np.unique(present, return_counts=True)
+        heavy = distinct[freq >= len(present) / bins]
+        edges = np.unique(np.concatenate([quantiles, heavy]))
+        points = np.isin(edges, heavy)
+    else:
+        edges, points = np.empty(0), np.empty(0, dtype=bool)
+    counts = _count_numeric(values, edges, points)
+    return FeatureReference(name, "numeric", spec.sensitive, counts, edges, points, values=present)
+
+
+def fit_reference(frame: pd.DataFrame, *, bins: int = DEFAULT_BINS) -> dict[str, FeatureReference]:
+    """Learn bins for every schema column present in `frame` (the target is not a feature)."""
+    return {c.name: fit_feature(c.name, frame[c.name], bins=bins) for c in COLUMNS}
+
+
+def psi(ref_counts: np.ndarray, new_counts: np.ndarray, *, epsilon: float = EPSILON) -> float:
+    """Population stability index: sum over bins of (q - p) * ln(q / p), empty bins floored."""
+    p = ref_counts / max(ref_counts.sum(), 1)
+    q = new_counts / max(new_counts.sum(), 1)
+    p = np.where(p == 0, epsilon, p)
+    q = np.where(q == 0, epsilon, q)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def noise_psi(
+    ref_counts: np.ndarray, n_ref: int, n_new: int, *, seed: Sequence[int], draws: int = NOISE_DRAWS
+) -> tuple[float, float]:
+    """Mean and 95th percentile of the PSI between two samples of these sizes drawn from the
+    reference's own bin shares: the PSI that sampling noise alone produces."""
+    total = ref_counts.sum()
+    if total == 0 or n_ref == 0 or n_new == 0:
+        return 0.0, 0.0
+    shares = ref_counts / total
+    rng = np.random.default_rng(list(seed))
+    a = rng.multinomial(n_ref, shares, size=draws) / n_ref
+    b = rng.multinomial(n_new, shares, size=draws) / n_new
+    a = np.where(a == 0, EPSILON, a)
+    b = np.where(b == 0, EPSILON, b)
+    values = np.sum((b - a) * np.log(b / a), axis=1)
+    return float(values.mean()), float(np.quantile(values, 0.95))
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    if x is None or not np.isfinite(x):
+        return None
+    return round(float(x), digits)
+
+
+def _round_p(p: float | None) -> float | None:
+    # p-values span many orders of magnitude: keep significant digits, not decimals.
+    if p is None or not np.isfinite(p):
+        return None
+    return float(f"{p:.4g}")
+
+
+def compare_feature(
+    ref: FeatureReference, column: pd.Series, *, threshold: float
+) -> dict[str, Any]:
+    counts, unseen, unseen_rows = ref.count(column)
+    n_ref, n_new = ref.n, int(counts.sum())
+    score = psi(ref.counts, counts)
+    noise_mean, noise_p95 = noise_psi(
+        ref.counts, n_ref, n_new, seed=(NOISE_SEED, zlib.crc32(ref.name.encode()))
+    )
+    notes: list[str] = []
+    detail: dict[str, Any] = {
+        "kind": ref.kind,
+        "role": "sensitive" if ref.sensitive else "model_input",
+        "psi": _round(score),
+        "drifted": bool(score >= threshold),
+        "psi_noise_mean": _round(noise_mean),
+        "psi_noise_p95": _round(noise_p95),
+        "n_ref": n_ref,
+        "n_new": n_new,
+        "missing_rate_ref": _round(ref.counts[-1] / max(n_ref, 1)),
+        "missing_rate_new": _round(counts[-1] / max(n_new, 1)),
+    }
+    if ref.kind == "numeric":
+        new_values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        new_values = new_values[~np.isnan(new_values)]
+        ks_stat = ks_p = None
+        if len(ref.values) and len(new_values):
+            result = stats.ks_2samp(ref.values, new_values)
+            ks_stat, ks_p = float(result.statistic), float(result.pvalue)
+        else:
+            notes.append("no values on one side: KS not computed")
+        if len(ref.values) and ref.values[0] == ref.values[-1]:
+            notes.append("constant in the reference")
+        detail.update(ks_statistic=_round(ks_stat), ks_pvalue=_round_p(ks_p))
+    else:
+        table = np.vstack([ref.counts, counts])
+        table = table[:, table.sum(axis=0) > 0]
+        chi_p = None
+        if table.shape[1] >= 2 and (table.sum(axis=1) > 0).all():
+            chi_p = float(stats.chi2_contingency(table, correction=False).pvalue)
+        else:
+            notes.append("a single category on both sides: chi-square not computed")
+        detail.update(
+            chi2_pvalue=_round_p(chi_p),
+            unseen_categories=unseen[:MAX_LISTED_UNSEEN],
+            unseen_count=unseen_rows,
+        )
+    if counts[-1] == n_new and n_new:
+        notes.append("every value is missing in the new sample")
+    if min(n_ref, n_new) < SMALL_SAMPLE:
+        notes.append(f"fewer than {SMALL_SAMPLE} rows on one side: PSI is mostly noise")
+    detail["notes"] = notes
+    return detail
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    threshold: float
+    details: dict[str, dict[str, Any]]
+
+    @property
+    def features(self) -> dict[str, float]:
+        return {name: d["psi"] for name, d in self.details.items()}
+
+    @property
+    def overall_drift(self) -> bool:
+        return any(d["drifted"] for d in self.details.values())
+
+    def drifted_where(self, role: str) -> bool:
+        return any(d["drifted"] for d in self.details.values() if d["role"] == role)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's shape first (threshold, overall_drift, features), then the detail."""
+        return {
+            "threshold": self.threshold,
+            "overall_drift": self.overall_drift,
+            "features": self.features,
+            "model_input_drift": self.drifted_where("model_input"),
+            "sensitive_drift": self.drifted_where("sensitive"),
+            "details": self.details,
+        }
+
+
+def compare(
+    reference: dict[str, FeatureReference],
+    new: pd.DataFrame,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> DriftReport:
+    details = {
+        name: compare_feature(ref, new[name], threshold=threshold)
+        for name, ref in reference.items()
+    }
+    return DriftReport(threshold=threshold, details=details)
+
+
+def compute_drift(
+    ref: pd.DataFrame,
+    new: pd.DataFrame,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    bins: int = DEFAULT_BINS,
+) -> DriftReport:
+    """Drift of every schema feature of `new` against `ref` (two validated feature frames)."""
+    if not threshold > 0:
+        raise DataError(f"threshold must be positive, got {threshold}")
+    return compare(fit_reference(ref, bins=bins), new, threshold=threshold)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m src.drift", description="PSI/KS drift of a new sample against a reference."
+    )
+    parser.add_argument("--ref", required=True, type=Path, help="reference CSV")
+    parser.add_argument("--new", required=True, type=Path, help="new CSV to compare")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/drift_report.json"))
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins for numerics")
+    parser.add_argument(
+        "--fail-on-drift", action="store_true", help="exit 3 when drift is found (for schedulers)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from src.data import load_dataset
+
+        if args.threshold <= 0 or not np.isfinite(args.threshold):
+            raise DataError(f"--threshold must be a positive number, got {args.threshold}")
+        if args.bins < 2:
+            raise DataError(f"--bins must be at least 2, got {args.bins}")
+        ref = load_dataset(args.ref, require_target=False)
+        new = load_dataset(args.new, require_target=False)
+        report = compute_drift(ref.features, new.features, threshold=args.threshold, bins=args.bins)
+        payload = report.to_dict()
+        payload["timestamp"] = datetime.now(UTC).isoformat(timespec="seconds")
+        payload["inputs"] = {
+            "ref": {"path": str(args.ref), "sha256": sha256_file(args.ref)},
+            "new": {"path": str(args.new), "sha256": sha256_file(args.new)},
+        }
+        payload["method"] = {"bins": args.bins, "epsilon": EPSILON, "noise_draws": NOISE_DRAWS}
+        write_text_atomic(args.out, dumps_json(payload))
+        drifted = [name for name, d in report.details.items() if d["drifted"]]
+        print(
+            f"drift: {'yes' if drifted else 'no'} (threshold {args.threshold}); "
+            f"drifted: {', '.join(drifted) or 'none'}; wrote {args.out}"
+        )
+        return 3 if drifted and args.fail_on_drift else 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

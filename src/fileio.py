@@ -1,0 +1,62 @@
+"""Small file helpers shared by the CLIs: hashing, atomic writes, one-line errors at the edge."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from src.errors import ArtifactError, DataError
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write a temporary file beside `path`, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    # allow_nan=False: a NaN would be invalid JSON for most consumers; better to fail loudly here.
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def run_cli(body: Callable[[], int]) -> int:
+    """Run a CLI body; turn the project's errors into one line on stderr and an exit code."""
+    try:
+        return body()
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,26 @@
+"""Shared fixtures: one small training run per test session, in a temp dir (never artifacts/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.train import TrainResult, train
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+CHALLENGE = ROOT.parent / "shared" / "challenge-data"
+# Few trials keep the suite fast; determinism and quality hold for any trial count.
+TEST_TRIALS = 2
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    outdir = tmp_path_factory.mktemp("artifacts")
+    return train(DATA / "adult_synth.csv", outdir, seed=42, trials=TEST_TRIALS)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(trained: TrainResult) -> Path:
+    return trained.outdir
