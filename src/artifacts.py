@@ -19,6 +19,8 @@ from src.errors import ArtifactError
 PIPELINE_FILE = "feature_pipeline.pkl"
 MODEL_FILE = "model.pkl"
 METRICS_FILE = "metrics.json"
+# Validation rows with their training-time probabilities: the service re-predicts them at startup.
+SAMPLE_FILE = "sample_rows.json"
 MANIFEST_FILE = "manifest.json"
 PICKLES = (PIPELINE_FILE, MODEL_FILE)
 STAGING_PREFIX = ".staging-"
@@ -107,6 +109,7 @@ class ModelBundle:
     model: Any  # fitted lightgbm.LGBMClassifier
     manifest: dict[str, Any]
     metrics: dict[str, Any]
+    sample: dict[str, Any]
 
     @property
     def version(self) -> str:
@@ -157,6 +160,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             )
     blobs = {name: read_verified(folder, name, manifest) for name in PICKLES}
     metrics = json.loads(read_verified(folder, METRICS_FILE, manifest))
+    sample = json.loads(read_verified(folder, SAMPLE_FILE, manifest))
     try:
         # Trust boundary: the artifact folder is trusted, and its hashes were just verified.
         pipeline = pickle.loads(blobs[PIPELINE_FILE])  # noqa: S301
@@ -167,4 +171,6 @@ def load_bundle(folder: str | Path) -> ModelBundle:
         raise ArtifactError(
             f"{folder}: the pickles do not hold a fitted pipeline and LightGBM model"
         )
-    return ModelBundle(pipeline=pipeline, model=model, manifest=manifest, metrics=metrics)
+    return ModelBundle(
+        pipeline=pipeline, model=model, manifest=manifest, metrics=metrics, sample=sample
+    )

@@ -26,6 +26,7 @@ from src.artifacts import (
     METRICS_FILE,
     MODEL_FILE,
     PIPELINE_FILE,
+    SAMPLE_FILE,
     git_sha,
     library_versions,
     write_artifact_set,
@@ -47,6 +48,7 @@ from src.schema import MODEL_INPUTS, SENSITIVE
 MIN_ROC_AUC = 0.83  # the spec's acceptance bar
 DECISION_THRESHOLD = 0.5
 CV_FOLDS = 5
+SAMPLE_ROWS = 32
 N_JOBS = 2
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 300,
@@ -136,6 +138,24 @@ def feature_importances(
         }
     )
     return frame.sort_values(["gain", "feature"], ascending=[False, True]).reset_index(drop=True)
+
+
+def sample_rows(x_val: pd.DataFrame, proba: np.ndarray) -> dict[str, Any]:
+    """The first validation rows as a client would send them (JSON, null for missing), with the
+    probabilities the trained pipeline gave them: the service's startup check and API example.
+    A quarter are rows with missing values, so the check covers imputation too."""
+    has_missing = np.flatnonzero(x_val.isna().any(axis=1).to_numpy())[: SAMPLE_ROWS // 4]
+    complete = np.flatnonzero(x_val.notna().all(axis=1).to_numpy())
+    positions = np.sort(np.concatenate([complete[: SAMPLE_ROWS - len(has_missing)], has_missing]))
+    head = x_val.iloc[positions]
+    rows = [
+        {
+            k: (None if pd.isna(v) else int(v) if isinstance(v, float) and v.is_integer() else v)
+            for k, v in record.items()
+        }
+        for record in head.to_dict(orient="records")
+    ]
+    return {"rows": rows, "probabilities": proba[positions].tolist()}
 
 
 def fairness_markdown(metrics: dict[str, Any]) -> str:
@@ -304,6 +324,7 @@ def train(
         METRICS_FILE: dumps_json(metrics).encode(),
         "feature_importances.csv": csv_buffer.getvalue().encode(),
         "fairness.md": fairness_markdown(metrics).encode(),
+        SAMPLE_FILE: dumps_json(sample_rows(x_val, proba)).encode(),
     }
     manifest = {
         "created_at": metrics["timestamp"],
@@ -313,6 +334,8 @@ def train(
         "decision_threshold": DECISION_THRESHOLD,
         "model_inputs": names,
         "sensitive": list(SENSITIVE),
+        # Inputs that had missing values in training: the API accepts null for these only.
+        "nullable": [c for c in MODEL_INPUTS if x_train[c].isna().any()],
         "versions": metrics["versions"],
     }
     write_artifact_set(outdir, files, manifest)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`: numbers printed and written to bench/results/."""

@@ -1,0 +1,55 @@
+"""`make bench`: run the benchmarks, print the tables, write bench/results/<section>.json/.md.
+
+Speed goals live here, never in timed unit tests: the machine is noisy, so each figure is
+compared with a yardstick measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import ensure_tools
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SECTIONS = ("serving",)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], default=[])
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for section in args.sections or SECTIONS:
+        print(f"== {section}", flush=True)
+        if section == "serving":
+            from bench import serving
+
+            ensure_tools("wrk", "hey")
+            result = serving.run(args.artifacts)
+        result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        result["machine"] = {
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+        }
+        (RESULTS / f"{section}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"{section}.md").write_text(result["markdown"] + "\n")
+        print(result["markdown"])
+        for goal, met in result["goals"].items():
+            print(f"  {'met   ' if met else 'MISSED'} {goal}")
+            if not met:
+                failed.append(f"{section}: {goal}")
+    if failed:
+        print(f"{len(failed)} goal(s) missed: the numbers above are what this machine measured")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Serving speed on real uvicorn (one worker), against FastAPI's own speed in the same run.
+
+Servers: a hello-world FastAPI app (the yardstick), the service with its compiled path
+(PREDICT_ENGINE=lleaves) and with the naive pandas + scikit-learn path (PREDICT_ENGINE=pipeline).
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import json
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Uvicorn, cpu_seconds, median, percentile, table
+from src.data import load_dataset
+from src.schema import FEATURES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wrk(url: str, *, connections: int, seconds: int, script: Path | None = None) -> float:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def hey_fixed_rate(
+    url: str, body: Path | None, *, rate: int, seconds: int, log: Path | None = None
+) -> dict[str, float]:
+    """`hey` at a fixed offered rate. Client-side latency includes hey itself, which shares the
+    two cores; the service's own access log (`log`) gives the server-side figure."""
+    workers = 10
+    command = ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers)]
+    if body is not None:
+        command += ["-m", "POST", "-T", "application/json", "-D", str(body)]
+    offset = log.stat().st_size if log else 0
+    out = subprocess.run(
+        [*command, "-o", "csv", url], capture_output=True, text=True, check=True
+    ).stdout
+    records = list(csv.DictReader(io.StringIO(out)))
+    latencies = [float(r["response-time"]) * 1000 for r in records]
+    errors = sum(r["status-code"] != "200" for r in records)
+    result = {
+        "offered_rps": rate,
+        "achieved_rps": round(len(records) / seconds, 1),
+        "p50_ms": round(percentile(latencies, 0.50), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "errors": errors,
+    }
+    if log is not None:
+        with log.open("rb") as f:
+            f.seek(offset)
+            lines = [json.loads(line) for line in f if b'"service.access"' in line]
+        served = [e["latency_ms"] for e in lines if e["path"] == "/predict"]
+        result["server_p50_ms"] = round(percentile(served, 0.50), 3)
+        result["server_p99_ms"] = round(percentile(served, 0.99), 3)
+    return result
+
+
+def batch_latency(url: str, body: bytes, *, requests: int) -> dict[str, float]:
+    """Sequential large requests; server time from the Server-Timing header the service sets."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    server, client = [], []
+    for _ in range(requests):
+        started = time.perf_counter()
+        connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        client.append((time.perf_counter() - started) * 1000)
+        if response.status != 200:
+            raise SystemExit(f"batch request failed with {response.status}")
+        server.append(float(response.getheader("server-timing").split("dur=")[1]))
+    return {
+        "server_p50_ms": round(median(server), 2),
+        "server_p99_ms": round(percentile(server, 0.99), 2),
+        "client_p50_ms": round(median(client), 2),
+        "client_p99_ms": round(percentile(client, 0.99), 2),
+    }
+
+
+def run(artifacts: Path, *, seconds: int = 5, rounds: int = 3) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    sample = json.loads((artifacts / "sample_rows.json").read_text())["rows"]
+    one_row = work / "one.json"
+    one_row.write_text(json.dumps([sample[0]]))
+    lua = work / "post.lua"
+    lua.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{one_row}"); wrk.body = f:read("*a"); f:close()\n'
+    )
+    frame = load_dataset(ROOT / "data" / "adult_synth.csv").features.head(1000)
+    batch = frame[list(FEATURES)].to_json(orient="records").encode()
+
+    env = {"ARTIFACTS_DIR": str(artifacts)}
+    servers = {
+        "hello-world FastAPI": Uvicorn("bench.hello_app:app", work / "hello.log", "/hello"),
+        "compiled (lleaves)": Uvicorn("src.app:app", work / "fast.log", "/ready", **env),
+        "naive (pandas + sklearn)": Uvicorn(
+            "src.app:app", work / "naive.log", "/ready", PREDICT_ENGINE="pipeline", **env
+        ),
+    }
+    try:
+        throughput: dict[str, dict[str, list[float]]] = {n: {} for n in servers}
+        for connections in (1, 16):
+            for _ in range(rounds):  # interleaved, so drift in machine speed hits all alike
+                for name, server in servers.items():
+                    path, script = ("/hello", None) if "hello" in name else ("/predict", lua)
+                    cpu_before = cpu_seconds(server.pid)
+                    rps = wrk(
+                        server.url + path, connections=connections, seconds=seconds, script=script
+                    )
+                    cpu = (cpu_seconds(server.pid) - cpu_before) / seconds
+                    throughput[name].setdefault(f"c{connections}", []).append(rps)
+                    throughput[name].setdefault(f"c{connections}_cpu", []).append(cpu)
+        hello = throughput["hello-world FastAPI"]
+        ratios = {
+            name: {
+                f"c{c}": round(
+                    median([v / h for v, h in zip(t[f"c{c}"], hello[f"c{c}"], strict=True)]), 3
+                )
+                for c in (1, 16)
+            }
+            for name, t in throughput.items()
+        }
+        fixed, batches = {}, {}
+        for name, server in servers.items():
+            if "hello" in name:
+                fixed[name] = hey_fixed_rate(server.url + "/hello", None, rate=1000, seconds=10)
+                continue
+            fixed[name] = hey_fixed_rate(
+                server.url + "/predict", one_row, rate=1000, seconds=10, log=server.log_path
+            )
+            batch_latency(server.url, batch, requests=5)  # warm-up
+            batches[name] = batch_latency(server.url, batch, requests=200)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    summary = {
+        name: {k: round(median(v), 1 if "cpu" not in k else 2) for k, v in t.items()}
+        for name, t in throughput.items()
+    }
+    rows = []
+    for name in servers:
+        s = summary[name]
+        f = fixed.get(name, {})
+        b = batches.get(name, {})
+        rows.append(
+            [
+                name,
+                f"{s['c1']:.0f} ({ratios[name]['c1']:.0%})",
+                f"{s['c16']:.0f} ({ratios[name]['c16']:.0%})",
+                f"{s['c1_cpu']:.2f} / {s['c16_cpu']:.2f}",
+                f"{f['p50_ms']} / {f['p99_ms']} ({f['achieved_rps']:.0f}/s, {f['errors']} err)",
+                f"{f['server_p50_ms']} / {f['server_p99_ms']}" if "server_p99_ms" in f else "-",
+                f"{b['server_p50_ms']} / {b['server_p99_ms']}" if b else "-",
+            ]
+        )
+    markdown = table(
+        [
+            "server",
+            "1 row req/s, c=1 (vs hello)",
+            "c=16 (vs hello)",
+            "server CPU c=1 / c=16",
+            "1 row at 1,000 req/s, client p50 / p99 ms",
+            "same, server p50 / p99 ms",
+            "1,000 rows: server p50 / p99 ms",
+        ],
+        rows,
+    )
+    compiled = "compiled (lleaves)"
+    goals = {
+        "single_row_throughput_vs_hello >= 0.60": ratios[compiled]["c1"] >= 0.60,
+        "p99_at_1000_rps_client_ms <= 5": fixed[compiled]["p99_ms"] <= 5,
+        "p99_at_1000_rps_server_ms <= 5": fixed[compiled]["server_p99_ms"] <= 5,
+        "batch_1000_server_p50_ms <= 6": batches[compiled]["server_p50_ms"] <= 6,
+        "batch_1000_server_p99_ms <= 30": batches[compiled]["server_p99_ms"] <= 30,
+    }
+    return {
+        "throughput": throughput,
+        "summary": summary,
+        "ratio_vs_hello": ratios,
+        "fixed_rate": fixed,
+        "batch_1000": batches,
+        "goals": goals,
+        "markdown": markdown,
+    }

@@ -1,0 +1,364 @@
+"""The HTTP service: /health, /ready, /metadata, /predict, /metrics.
+
+`uvicorn src.app:app`. The model is loaded in the lifespan, never at import; if the artifacts
+cannot be verified the process stays up, /ready says why, and /predict answers 503.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, ValidationError
+
+from src.artifacts import load_bundle
+from src.contract import InputContract, format_errors
+from src.errors import ArtifactError
+from src.observability import (
+    AccessLog,
+    RequestContextMiddleware,
+    ServiceMetrics,
+    configure_logging,
+)
+from src.predictor import Predictor
+from src.settings import Settings, get_settings
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+class Prediction(BaseModel):
+    probability: float = Field(ge=0, le=1)
+    class_: int = Field(alias="class", ge=0, le=1)
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    threshold: float
+    predictions: list[Prediction]
+
+
+class RowError(BaseModel):
+    row: int | None
+    field: str | None
+    message: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[RowError] = []
+
+
+class ModelState:
+    """What the lifespan loaded: a verified predictor, or the reason there is none."""
+
+    def __init__(self) -> None:
+        self.predictor: Predictor | None = None
+        self.reason = "starting"
+
+
+def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> Response:
+    body: dict[str, Any] = {"detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def load_predictor(settings: Settings, logger: logging.Logger) -> ModelState:
+    state = ModelState()
+    try:
+        bundle = load_bundle(settings.artifacts_dir)
+        try:
+            predictor = Predictor(bundle, engine=settings.predict_engine)
+        except ImportError as exc:  # lleaves/llvmlite unusable here: serve the same model slower
+            logger.warning("lleaves unavailable (%s); serving with LightGBM's booster", exc)
+            predictor = Predictor(bundle, engine="booster")
+        difference = predictor.self_check()
+    except ArtifactError as exc:
+        state.reason = str(exc)
+        logger.error("model not loaded: %s", exc)
+        return state
+    state.predictor, state.reason = predictor, "ready"
+    logger.info(
+        "model loaded",
+        extra={
+            "fields": {
+                "model_version": predictor.version,
+                "engine": predictor.engine,
+                "self_check_max_difference": difference,
+            }
+        },
+    )
+    return state
+
+
+# Dependencies are async on purpose: FastAPI runs sync ones in a thread pool, which costs more
+# than a whole single-row prediction.
+async def get_state(request: Request) -> ModelState:
+    return request.app.state.model
+
+
+async def get_predictor(state: Annotated[ModelState, Depends(get_state)]) -> Predictor:
+    if state.predictor is None:
+        raise HTTPException(status_code=503, detail=f"model not loaded: {state.reason}")
+    return state.predictor
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) before parsing when over `limit`; gzip is inflated, bounded."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type.lower() not in JSON_TYPES:
+        raise HTTPException(415, f"Content-Type must be application/json, got '{content_type}'")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            inflated = inflater.decompress(bytes(body), limit + 1)
+        except zlib.error:
+            raise HTTPException(
+                400, "Content-Encoding is gzip but the body is not valid gzip"
+            ) from None
+        if len(inflated) > limit or inflater.unconsumed_tail:
+            raise HTTPException(413, f"inflated body exceeds the limit of {limit} bytes")
+        return inflated
+    if encoding != "identity":
+        raise HTTPException(
+            415, f"Content-Encoding '{encoding}' is not supported (use gzip or none)"
+        )
+    return bytes(body)
+
+
+def parse_rows(body: bytes, predictor: Predictor, max_rows: int) -> tuple[Any, Response | None]:
+    """Encoded matrix (fast path) or validated rows, or the error response to send instead."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None  # the validator below reports it, with position
+    if type(parsed) is list:
+        if not parsed:
+            return None, error(400, "the body is an empty list; send at least one row")
+        if len(parsed) > max_rows:
+            return None, error(
+                413, f"{len(parsed)} rows exceed the limit of {max_rows} per request"
+            )
+        if predictor.engine != "pipeline":
+            matrix = predictor.encoder.encode(parsed)
+            if matrix is not None:
+                return matrix, None
+    try:
+        rows = predictor.adapter.validate_json(body)
+    except ValidationError as exc:
+        errors = format_errors(exc)
+        count = len(errors)
+        return None, error(400, f"invalid request: {count} error{'s' * (count != 1)}", errors)
+    if not rows:
+        return None, error(400, "the body is an empty list; send at least one row")
+    return rows, None
+
+
+def _predict_openapi_extra(
+    contract: InputContract | None, example: list[dict[str, Any]]
+) -> dict[str, Any]:
+    if contract is None:  # before the model loads, the categories are not known yet
+        schema: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+    else:
+        schema = contract.adapter().json_schema(ref_template="#/components/schemas/{model}")
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        }
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+    logger = logging.getLogger("service")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        app.state.model = load_predictor(settings, logger)
+        app.openapi_schema = None  # rebuild with the loaded model's categories
+        # Objects loaded so far live as long as the process: keep the GC from rescanning them
+        # (generation-2 collections were the p99 of large requests, PERF_NOTES.md).
+        gc.freeze()
+        yield
+
+    app = FastAPI(
+        title="Adult income classifier",
+        version="1.0.0",
+        description="Predicts whether income exceeds $50K from census attributes. "
+        "Sensitive attributes are accepted and ignored.",
+        lifespan=lifespan,
+        # No OpenTelemetry from FastAPI: nothing may leave the process (Prometheus is pulled).
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.model = ModelState()
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        access_log=AccessLog(enabled=settings.log_requests),
+    )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error(
+            400,
+            "invalid request",
+            [
+                {
+                    "row": None,
+                    "field": ".".join(map(str, e["loc"])),
+                    "message": e["msg"],
+                    "type": e["type"],
+                }
+                for e in exc.errors()
+            ],
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        logger.exception(
+            "unhandled error", extra={"fields": {"request_id": request.state.request_id}}
+        )
+        return error(500, "internal error; the request id is in the X-Request-ID header")
+
+    @app.get("/health", summary="Liveness: the process is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/ready",
+        summary="Readiness: the model is loaded, verified and warmed up",
+        responses={503: {"model": ErrorResponse, "description": "Not ready, with the reason"}},
+    )
+    async def ready(state: Annotated[ModelState, Depends(get_state)]) -> Response:
+        if state.predictor is None:
+            return error(503, f"not ready: {state.reason}")
+        body = {
+            "status": "ready",
+            "model_version": state.predictor.version,
+            "engine": state.predictor.engine,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get(
+        "/metadata",
+        summary="Model version, training metrics, threshold and input schema",
+        responses={503: {"model": ErrorResponse}},
+    )
+    async def metadata(predictor: Annotated[Predictor, Depends(get_predictor)]) -> dict[str, Any]:
+        manifest, metrics_json = predictor.bundle.manifest, predictor.bundle.metrics
+        return {
+            "model_version": predictor.version,
+            "git_sha": manifest.get("git_sha"),
+            "data_sha256": manifest["data_sha256"],
+            "trained_at": manifest["created_at"],
+            "engine": predictor.engine,
+            "decision_threshold": predictor.threshold,
+            "validation_metrics": {
+                k: metrics_json[k] for k in ("roc_auc", "pr_auc", "accuracy", "log_loss", "brier")
+            },
+            "acceptance": metrics_json["acceptance"],
+            "input_schema": predictor.contract.describe(),
+            "limits": {"max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes},
+        }
+
+    @app.post(
+        "/predict",
+        summary="Probability and class for each row, in input order",
+        response_model=PredictResponse,
+        responses={
+            400: {
+                "model": ErrorResponse,
+                "description": "Invalid rows: every error, with row and field",
+            },
+            413: {"model": ErrorResponse, "description": "Too many rows or too large a body"},
+            415: {"model": ErrorResponse, "description": "Not JSON"},
+            503: {"model": ErrorResponse, "description": "Model not loaded"},
+        },
+        openapi_extra=_predict_openapi_extra(None, []),
+    )
+    async def predict(request: Request) -> Response:
+        # No Depends here: resolving dependencies costs ~8% of a one-row request.
+        predictor = request.app.state.model.predictor
+        if predictor is None:
+            return error(503, f"model not loaded: {request.app.state.model.reason}")
+        body = await read_json_body(request, settings.max_body_bytes)
+        parsed, failure = parse_rows(body, predictor, settings.max_rows)
+        if failure is not None:
+            return failure
+        if isinstance(parsed, np.ndarray):
+            probabilities = predictor.probabilities(parsed)
+        else:
+            probabilities = predictor.predict_rows(parsed)
+        request.state.rows = len(probabilities)
+        metrics.rows.inc(len(probabilities))
+        metrics.probabilities.observe_many(probabilities)
+        threshold = predictor.threshold
+        body_out = {
+            "model_version": predictor.version,
+            "threshold": threshold,
+            "predictions": [
+                {"probability": p, "class": int(p >= threshold)} for p in probabilities.tolist()
+            ],
+        }
+        return Response(orjson.dumps(body_out), media_type="application/json")
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            predictor = app.state.model.predictor
+            contract = predictor.contract if predictor else None
+            example = predictor.bundle.sample["rows"][:2] if predictor else []
+            extra = _predict_openapi_extra(contract, example)
+            schema["paths"]["/predict"]["post"]["requestBody"] = extra["requestBody"]
+            defs = extra["requestBody"]["content"]["application/json"]["schema"].pop("$defs", {})
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

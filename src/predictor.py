@@ -1,0 +1,268 @@
+"""Serving-time prediction: the fitted pipeline compiled to dict lookups, the trees to native code.
+
+`feature_pipeline.pkl` + `model.pkl` stay the source of truth. Per request, pandas and
+scikit-learn cost ~100x the trees themselves (PERF_NOTES.md), so the service reads the fitted
+pipeline's learned categories and imputation values once, encodes JSON rows straight into a
+numpy matrix, and feeds it to the trees compiled by lleaves. Startup checks the result against
+probabilities recorded at training time.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.artifacts import ModelBundle
+from src.contract import MAX_IGNORED_TEXT, InputContract
+from src.errors import ArtifactError
+from src.features import MISSING_CATEGORY
+from src.schema import COLUMN_BY_NAME, FEATURES, MODEL_INPUTS, SENSITIVE
+
+# Probabilities must match the pickled pipeline + model to this (the issue's bar).
+MAX_ENGINE_DIFFERENCE = 1e-9
+# Below this many rows LightGBM's own predictor is faster on one thread (thread start-up).
+BOOSTER_THREADS_FROM = 200
+# Below this many rows, checking value by value beats numpy's per-call overhead.
+ROW_WISE_BELOW = 8
+_NUMBER_TYPES = frozenset({int, float})
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
+@dataclass(frozen=True)
+class _Numeric:
+    name: str
+    fill: float
+    low: float
+    high: float
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class _Categorical:
+    name: str
+    codes: dict[Any, float]  # allowed value (and None when nullable) -> ordinal code
+
+
+class CompiledEncoder:
+    """The fitted ColumnTransformer's `transform`, re-expressed as lookups into a numpy matrix."""
+
+    def __init__(self, numeric: list[_Numeric], categorical: list[_Categorical]) -> None:
+        self.numeric = numeric
+        self.categorical = categorical
+        self.width = len(numeric) + len(categorical)
+        self._required = frozenset(MODEL_INPUTS)
+        self._allowed = frozenset(FEATURES)
+        self._layouts = [(names, itemgetter(*names)) for names in (FEATURES, MODEL_INPUTS)]
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any, contract: InputContract) -> CompiledEncoder:
+        try:
+            (num_name, num_imputer, num_cols), (cat_name, cat_steps, cat_cols) = [
+                t for t in pipeline.transformers_ if t[0] != "remainder"
+            ]
+            statistics = num_imputer.statistics_
+            categories = cat_steps.named_steps["encode"].categories_
+            fill_value = cat_steps.named_steps["impute"].fill_value
+        except (AttributeError, KeyError, ValueError, TypeError):
+            raise ArtifactError("feature_pipeline.pkl has an unexpected structure") from None
+        if (num_name, cat_name) != ("num", "cat") or [*num_cols, *cat_cols] != [
+            *(c for c in MODEL_INPUTS if COLUMN_BY_NAME[c].kind == "numeric"),
+            *(c for c in MODEL_INPUTS if COLUMN_BY_NAME[c].kind == "categorical"),
+        ]:
+            raise ArtifactError("feature_pipeline.pkl does not match the schema's model inputs")
+        numeric = [
+            _Numeric(
+                name,
+                float(fill),
+                float(COLUMN_BY_NAME[name].minimum),
+                float(COLUMN_BY_NAME[name].maximum),
+                name in contract.nullable,
+            )
+            for name, fill in zip(num_cols, statistics, strict=True)
+        ]
+        categorical = []
+        for name, values in zip(cat_cols, categories, strict=True):
+            codes: dict[Any, float] = {
+                str(v): float(i) for i, v in enumerate(values) if v in contract.categories[name]
+            }
+            if name in contract.nullable:
+                # The imputer turns null into the fill value; unseen in training it is unknown.
+                missing = [i for i, v in enumerate(values) if v == fill_value]
+                codes[None] = float(missing[0]) if missing else math.nan
+            categorical.append(_Categorical(name, codes))
+        return cls(numeric, categorical)
+
+    def encode(self, rows: Any) -> np.ndarray | None:
+        """The model matrix for rows the contract surely accepts; None if any row needs the full
+        validator (which then either rejects the request or hands back rows that encode)."""
+        if type(rows) is not list or not rows:
+            return None
+        if len(rows) < ROW_WISE_BELOW:
+            return self._encode_row_wise(rows)
+        columns = self._columns(rows)
+        return None if columns is None else self._encode_columns(columns, len(rows))
+
+    def _columns(self, rows: list[Any]) -> dict[str, tuple[Any, ...]] | None:
+        """Rows transposed to columns; None if a row is not an object or has a field too many
+        or too few. The usual layouts (whole records, model inputs only) go through itemgetter
+        and zip, keeping the per-row work in C."""
+        for names, getter in self._layouts:
+            try:
+                values = list(map(getter, rows))
+            except (KeyError, TypeError):  # a field missing, or a row that is not an object
+                continue
+            if any(type(row) is not dict for row in rows):
+                return None
+            if sum(map(len, rows)) == len(names) * len(rows):  # no row has fields beyond these
+                return dict(zip(names, zip(*values, strict=True), strict=True))
+            break
+        # Mixed layouts (some sensitive fields absent in some rows): row by row.
+        if not all(
+            type(row) is dict and self._required <= row.keys() <= self._allowed for row in rows
+        ):
+            return None
+        return {name: tuple(row.get(name) for row in rows) for name in FEATURES}
+
+    def _encode_columns(self, columns: dict[str, tuple[Any, ...]], n: int) -> np.ndarray | None:
+        """Column-wise checks: `set(map(type, column))` for types, numpy for ranges, one dict
+        lookup per categorical value, so per-value work stays in C."""
+        for name in SENSITIVE:
+            values = columns.get(name)
+            if values is None:
+                continue
+            if not set(map(type, values)) <= _TEXT_TYPES:
+                return None
+            if None in values:
+                values = tuple(v for v in values if v is not None)
+            if values and max(map(len, values)) > MAX_IGNORED_TEXT:
+                return None
+        out = np.empty((n, self.width))
+        try:
+            for j, spec in enumerate(self.numeric):
+                values = columns[spec.name]
+                if spec.nullable and None in values:
+                    values = tuple(spec.fill if v is None else v for v in values)
+                if not set(map(type, values)) <= _NUMBER_TYPES:
+                    return None
+                column = np.array(values, dtype=np.float64)
+                # NaN fails both comparisons; ints beyond float range raise OverflowError.
+                if not ((column >= spec.low) & (column <= spec.high)).all():
+                    return None
+                out[:, j] = column
+            for j, spec in enumerate(self.categorical, start=len(self.numeric)):
+                codes = spec.codes
+                out[:, j] = [codes[v] for v in columns[spec.name]]
+        except (KeyError, TypeError, OverflowError):  # unknown or unhashable values
+            return None
+        return out
+
+    def _encode_row_wise(self, rows: list[Any]) -> np.ndarray | None:
+        """The same checks value by value: for a few rows, numpy's per-call cost dominates."""
+        out = []
+        try:
+            for row in rows:
+                if type(row) is not dict:
+                    return None
+                keys = row.keys()
+                if not (keys >= self._required and keys <= self._allowed):
+                    return None
+                for name in SENSITIVE:
+                    value = row.get(name)
+                    if value is not None and (
+                        type(value) is not str or len(value) > MAX_IGNORED_TEXT
+                    ):
+                        return None
+                encoded = []
+                for spec in self.numeric:
+                    value = row[spec.name]
+                    if value is None and spec.nullable:
+                        value = spec.fill
+                    if type(value) not in _NUMBER_TYPES or not spec.low <= value <= spec.high:
+                        return None  # NaN fails the comparison too
+                    encoded.append(value)
+                encoded.extend(spec.codes[row[spec.name]] for spec in self.categorical)
+                out.append(encoded)
+        except (KeyError, TypeError):
+            return None
+        return np.array(out, dtype=np.float64)
+
+
+def _compile_lleaves(booster: Any) -> Any:
+    import lleaves
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.txt"
+        booster.save_model(str(path))
+        compiled = lleaves.Model(model_file=str(path))
+        compiled.compile()
+    return compiled
+
+
+class Predictor:
+    """Probabilities for encoded rows, from one of three engines that must agree to 1e-9."""
+
+    def __init__(self, bundle: ModelBundle, *, engine: str) -> None:
+        self.bundle = bundle
+        self.engine = engine
+        self.contract = contract_from_bundle(bundle)
+        self.encoder = CompiledEncoder.from_pipeline(bundle.pipeline, self.contract)
+        self.adapter = self.contract.adapter()
+        self.threshold = float(bundle.manifest["decision_threshold"])
+        self.version = bundle.version
+        self._booster = bundle.model.booster_
+        self._compiled = _compile_lleaves(self._booster) if engine == "lleaves" else None
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        if self._compiled is not None:
+            return self._compiled.predict(matrix, n_jobs=1)
+        threads = 1 if len(matrix) < BOOSTER_THREADS_FROM else 2
+        return self._booster.predict(matrix, num_threads=threads)
+
+    def pipeline_probabilities(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The reference path: a DataFrame through the pickled pipeline and model."""
+        frame = pd.DataFrame(rows, columns=list(FEATURES))
+        matrix = self.bundle.pipeline.transform(frame)
+        threads = 1 if len(frame) < BOOSTER_THREADS_FROM else 2
+        return self.bundle.model.predict_proba(matrix, num_threads=threads)[:, 1]
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Probabilities for rows the contract has accepted, through the configured engine."""
+        if self.engine == "pipeline":
+            return self.pipeline_probabilities(rows)
+        matrix = self.encoder.encode(rows)
+        if matrix is None:  # the contract accepted what the encoder did not: a bug, not bad input
+            raise RuntimeError("validated rows failed to encode")
+        return self.probabilities(matrix)
+
+    def self_check(self) -> float:
+        """Predict the rows recorded at training time; raise unless every probability matches."""
+        sample = self.bundle.sample
+        rows = self.adapter.validate_python(sample["rows"])
+        got = self.predict_rows(rows)
+        reference = self.pipeline_probabilities(rows)
+        expected = np.asarray(sample["probabilities"])
+        worst = float(max(np.abs(got - expected).max(), np.abs(reference - expected).max()))
+        if not worst <= MAX_ENGINE_DIFFERENCE:
+            raise ArtifactError(
+                f"the {self.engine} engine disagrees with training-time probabilities "
+                f"by {worst:.2e}"
+            )
+        return worst
+
+
+def contract_from_bundle(bundle: ModelBundle) -> InputContract:
+    """Allowed categories come from the fitted encoder; the imputer's fill value is not one."""
+    cat_steps = bundle.pipeline.named_transformers_["cat"]
+    names = [c for c in MODEL_INPUTS if COLUMN_BY_NAME[c].kind == "categorical"]
+    categories = {
+        name: tuple(str(v) for v in values if v != MISSING_CATEGORY)
+        for name, values in zip(names, cat_steps.named_steps["encode"].categories_, strict=True)
+    }
+    return InputContract(categories=categories, nullable=frozenset(bundle.manifest["nullable"]))

@@ -1,0 +1,33 @@
+"""Runtime settings, read from the environment with safe defaults (nothing happens at import)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Engine = Literal["lleaves", "booster", "pipeline"]
+
+
+class Settings(BaseSettings):
+    """Each field's environment variable is its alias (e.g. ARTIFACTS_DIR)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    artifacts_dir: Path = Field(Path("artifacts"), alias="ARTIFACTS_DIR")
+    # lleaves: trees compiled to native code (fastest); booster: LightGBM's own predictor;
+    # pipeline: pandas + the pickled scikit-learn pipeline per request (the reference path).
+    predict_engine: Engine = Field("lleaves", alias="PREDICT_ENGINE")
+    max_rows: int = Field(10_000, ge=1, alias="PREDICT_MAX_ROWS")
+    # A 10,000-row request is about 3 MB of JSON; anything far beyond is refused unread.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, alias="PREDICT_MAX_BODY_BYTES")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+    log_requests: bool = Field(True, alias="LOG_REQUESTS")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

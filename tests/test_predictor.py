@@ -1,0 +1,101 @@
+"""The serving fast path: same probabilities as the pickles, never looser than the contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from src.artifacts import load_bundle
+from src.data import load_dataset, split_dataset
+from src.predictor import MAX_ENGINE_DIFFERENCE, ROW_WISE_BELOW, Predictor
+from src.schema import FEATURES
+from tests.conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def predictors(artifacts_dir: Path) -> dict[str, Predictor]:
+    bundle = load_bundle(artifacts_dir)
+    return {engine: Predictor(bundle, engine=engine) for engine in ("lleaves", "booster")}
+
+
+@pytest.fixture(scope="module")
+def validation_rows() -> list[dict[str, Any]]:
+    _, x_val, _, _ = split_dataset(load_dataset(DATA / "adult_synth.csv"), val_size=0.2, seed=42)
+    return json.loads(x_val[list(FEATURES)].to_json(orient="records"))
+
+
+@pytest.mark.parametrize("engine", ["lleaves", "booster"])
+def test_engines_match_the_pickled_pipeline_on_every_validation_row(
+    engine: str, predictors: dict[str, Predictor], validation_rows: list[dict[str, Any]]
+) -> None:
+    predictor = predictors[engine]
+    matrix = predictor.encoder.encode(validation_rows)
+    assert matrix is not None
+    fast = predictor.probabilities(matrix)
+    reference = predictor.pipeline_probabilities(validation_rows)
+    assert len(fast) == len(validation_rows) == 2400
+    assert np.abs(fast - reference).max() <= MAX_ENGINE_DIFFERENCE
+
+
+def test_row_wise_and_column_wise_encoding_agree(
+    predictors: dict[str, Predictor], validation_rows: list[dict[str, Any]]
+) -> None:
+    encoder = predictors["lleaves"].encoder
+    batch = encoder.encode(validation_rows[:200])
+    one_by_one = np.vstack([encoder.encode([r]) for r in validation_rows[:200]])
+    np.testing.assert_array_equal(batch, one_by_one)
+
+
+MUTATIONS = {
+    "bool": lambda r: {**r, "age": True},
+    "string_number": lambda r: {**r, "age": "39"},
+    "nan": lambda r: {**r, "age": float("nan")},
+    "inf": lambda r: {**r, "capital_gain": float("inf")},
+    "out_of_range": lambda r: {**r, "hours_per_week": 169},
+    "huge_int": lambda r: {**r, "capital_loss": 10**30},
+    "unknown_category": lambda r: {**r, "education": "PhD"},
+    "missing_marker": lambda r: {**r, "education": "missing"},
+    "unhashable": lambda r: {**r, "occupation": ["Sales"]},
+    "null_required": lambda r: {**r, "relationship": None},
+    "null_numeric": lambda r: {**r, "age": None},
+    "extra_field": lambda r: {**r, "zip": "12345"},
+    "missing_field": lambda r: {k: v for k, v in r.items() if k != "education_num"},
+    "sensitive_number": lambda r: {**r, "race": 5},
+    "sensitive_long": lambda r: {**r, "native_country": "x" * 201},
+    "sensitive_absent": lambda r: {k: v for k, v in r.items() if k != "sex"},
+    "sensitive_null": lambda r: {**r, "marital_status": None},
+    "float_age": lambda r: {**r, "age": 39.5},
+    "null_nullable": lambda r: {**r, "workclass": None},
+}
+
+
+@pytest.mark.parametrize("size", [1, ROW_WISE_BELOW + 4])
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_fast_path_never_accepts_what_the_contract_rejects(
+    case: str, size: int, predictors: dict[str, Predictor], validation_rows: list[dict[str, Any]]
+) -> None:
+    predictor = predictors["lleaves"]
+    base = next(r for r in validation_rows if r["workclass"] is not None)
+    rows = [dict(base) for _ in range(size)]
+    rows[-1] = MUTATIONS[case](base)
+    encoded = predictor.encoder.encode(rows)
+    try:
+        validated = predictor.adapter.validate_python(rows)
+    except ValidationError:
+        assert encoded is None, "the fast path accepted rows the contract rejects"
+        return
+    # Accepted by the contract: encoding the validated rows must work and agree with the fast path.
+    again = predictor.encoder.encode(validated)
+    assert again is not None
+    if encoded is not None:
+        np.testing.assert_array_equal(encoded, again)
+
+
+def test_self_check_passes_and_reports_the_difference(predictors: dict[str, Predictor]) -> None:
+    for predictor in predictors.values():
+        assert predictor.self_check() <= MAX_ENGINE_DIFFERENCE
