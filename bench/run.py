@@ -17,7 +17,7 @@ from bench.common import ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("serving",)
+SECTIONS = ("serving", "drift")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("wrk", "hey")
             result = serving.run(args.artifacts)
+        elif section == "drift":
+            from bench import drift
+
+            result = drift.run()
         result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         result["machine"] = {
             "cpus": __import__("os").cpu_count(),

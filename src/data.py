@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from src.errors import DataError
 from src.schema import (
@@ -26,7 +25,8 @@ MISSING_MARKERS = ["", "?"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Validated features in schema order (numerics float64; categoricals object, NaN = missing)."""
+    """Validated features in schema order: numerics float64, categoricals pandas Categorical,
+    NaN for missing in both."""
 
     features: pd.DataFrame
     target: pd.Series | None
@@ -93,10 +93,17 @@ def _as_numeric(path: Path, name: str, column: pd.Series) -> pd.Series:
 
 
 def _as_category(column: pd.Series) -> pd.Series:
-    # object dtype with NaN for missing is what scikit-learn's imputers and encoders expect.
-    stripped = column.str.strip()
-    stripped = stripped.mask(stripped == "")
-    return stripped.astype(object).where(stripped.notna(), np.nan)
+    """A pandas Categorical, spaces stripped and "" made missing. The work is done on the
+    distinct values only (a million rows hold a few dozen), and later consumers (drift counts,
+    group metrics) reuse the codes instead of hashing strings again."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    cleaned = [str(u).strip() for u in uniques]
+    names = sorted({c for c in cleaned if c})
+    position = {name: i for i, name in enumerate(names)}
+    # One slot per raw distinct value, plus a last one that code -1 (missing) lands on.
+    remap = np.array([position.get(c, -1) for c in cleaned] + [-1], dtype=np.int64)
+    categorical = pd.Categorical.from_codes(remap.take(codes), categories=names)
+    return pd.Series(categorical, index=column.index, name=column.name)
 
 
 def _target(path: Path, frame: pd.DataFrame) -> pd.Series:
@@ -135,8 +142,8 @@ def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
         raise DataError(f"{path}: the file is empty")
     header = _read_header(path)
     extra = _check_columns(path, header, require_target=require_target)
-    wanted = [c for c in header if c not in extra]
-    text_columns = {c: "str" for c in wanted if c not in NUMERIC}
+    wanted = [c for c in header if c in FEATURES or (require_target and c not in extra)]
+    text_columns = {c: "object" for c in wanted if c not in NUMERIC}
     try:
         frame = pd.read_csv(
             path,
@@ -166,9 +173,7 @@ def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
         columns[name] = _as_numeric(path, name, raw) if kind == "numeric" else _as_category(raw)
     features = pd.DataFrame(columns)
 
-    target = None
-    if TARGET in frame or RAW_TARGET in frame:
-        target = _target(path, frame)
+    target = _target(path, frame) if require_target else None
     notes = tuple(f"ignored extra column '{c}'" for c in extra)
     return Dataset(features=features, target=target, notes=notes)
 
@@ -177,6 +182,8 @@ def split_dataset(
     dataset: Dataset, *, val_size: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
     """Stratified train/validation split: (X_train, X_val, y_train, y_val)."""
+    from sklearn.model_selection import train_test_split  # not at import: the drift CLI skips it
+
     if dataset.target is None:
         raise DataError("the dataset has no target column to split on")
     counts = dataset.target.value_counts()

@@ -86,35 +86,66 @@ def _count_numeric(values: np.ndarray, edges: np.ndarray, points: np.ndarray) ->
     return np.append(counts, missing.sum())
 
 
+def _distinct_counts(column: pd.Series) -> tuple[list[str], np.ndarray, int]:
+    """Distinct non-missing values, their counts, and the missing count: one hashing pass."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # the loader's output: codes exist already
+        codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
+    else:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    present = codes[codes >= 0]
+    counts = np.bincount(present, minlength=len(uniques))
+    return [str(u) for u in uniques], counts, len(codes) - len(present)
+
+
 def _count_categorical(
     column: pd.Series, categories: tuple[str, ...], rare: tuple[str, ...]
 ) -> tuple[np.ndarray, list[str], int]:
-    codes = pd.Index([*categories, *rare]).get_indexer(column)  # -1: unseen or missing
-    missing = column.isna().to_numpy()
-    unseen = (codes == -1) & ~missing
-    # Rare categories (codes >= len(categories)) and unseen ones (-1) share the "other" slot.
-    slots = np.where((codes >= len(categories)) | unseen, len(categories), codes)
-    counts = np.bincount(slots[~missing], minlength=len(categories) + 1)
-    unseen_names = sorted(map(str, pd.unique(column[unseen])))
-    return np.append(counts, missing.sum()), unseen_names, int(unseen.sum())
+    return _bin_distinct(*_distinct_counts(column), categories, rare)
+
+
+def _bin_distinct(
+    values: list[str],
+    counts: np.ndarray,
+    missing: int,
+    categories: tuple[str, ...],
+    rare: tuple[str, ...],
+) -> tuple[np.ndarray, list[str], int]:
+    """Bin counts from distinct values and their counts: the rows are never touched again."""
+    slot_of = {c: i for i, c in enumerate(categories)}
+    other = len(categories)  # rare reference categories and unseen ones share this slot
+    slots = np.array([slot_of.get(v, other) for v in values], dtype=np.int64)
+    binned = np.bincount(slots, weights=counts, minlength=other + 1).astype(np.int64)
+    known = set(categories) | set(rare)
+    unseen = [(v, c) for v, c in zip(values, counts, strict=True) if v not in known]
+    unseen_names = sorted(v for v, _ in unseen)
+    return np.append(binned, missing), unseen_names, int(sum(c for _, c in unseen))
+
+
+def _distinct_sorted(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(return_counts=True) for an already sorted array, without sorting it again."""
+    if not len(present):
+        return present, np.empty(0, dtype=np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(present[1:] != present[:-1]) + 1])
+    return present[starts], np.diff(np.append(starts, len(present)))
 
 
 def fit_feature(name: str, column: pd.Series, *, bins: int = DEFAULT_BINS) -> FeatureReference:
     """Learn one column's bins from the reference (see FeatureReference for the layout)."""
     spec = COLUMN_BY_NAME[name]
     if spec.kind == "categorical":
-        frequency = column.value_counts()
-        categories = tuple(sorted(map(str, frequency.index[frequency >= MIN_CATEGORY_COUNT])))
-        rare = tuple(sorted(map(str, frequency.index[frequency < MIN_CATEGORY_COUNT])))
-        counts, _, _ = _count_categorical(column, categories, rare)
+        distinct = _distinct_counts(column)
+        pairs = list(zip(distinct[0], distinct[1], strict=True))
+        categories = tuple(sorted(v for v, c in pairs if c >= MIN_CATEGORY_COUNT))
+        rare = tuple(sorted(v for v, c in pairs if 0 < c < MIN_CATEGORY_COUNT))
+        binned, _, _ = _bin_distinct(*distinct, categories, rare)
         return FeatureReference(
-            name, "categorical", spec.sensitive, counts, categories=categories, rare=rare
+            name, "categorical", spec.sensitive, binned, categories=categories, rare=rare
         )
     values = column.to_numpy(dtype=np.float64, na_value=np.nan)
     present = np.sort(values[~np.isnan(values)])
     if len(present):
         quantiles = np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])
-        distinct, freq = np.unique(present, return_counts=True)
+        distinct, freq = _distinct_sorted(present)
         heavy = distinct[freq >= len(present) / bins]
         edges = np.unique(np.concatenate([quantiles, heavy]))
         points = np.isin(edges, heavy)
@@ -183,7 +214,8 @@ def compare_feature(
         "kind": ref.kind,
         "role": "sensitive" if ref.sensitive else "model_input",
         "psi": _round(score),
-        "drifted": bool(score >= threshold),
+        # Judged on the reported (rounded) value, so the report never contradicts itself.
+        "drifted": bool(_round(score) >= threshold),
         "psi_noise_mean": _round(noise_mean),
         "psi_noise_p95": _round(noise_p95),
         "n_ref": n_ref,

@@ -102,7 +102,7 @@ def group_fairness(
     """Per-group n, positives, ROC-AUC, TPR, FPR and selection rate at `threshold` (fairlearn
     MetricFrame, with bootstrap 95% intervals), and the gaps against the largest group."""
     y_true = np.asarray(y_true).astype(int)
-    groups = sensitive_features.fillna(MISSING_GROUP).astype(str).to_numpy()
+    groups = sensitive_features.astype(object).fillna(MISSING_GROUP).astype(str).to_numpy()
     predicted = (np.asarray(proba) >= threshold).astype(int)
     rates = MetricFrame(
         metrics={
@@ -192,7 +192,7 @@ def proxy_check(
     out: dict[str, dict[str, Any]] = {}
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
     for attribute in sensitive.columns:
-        values = sensitive[attribute].fillna(MISSING_GROUP).astype(str)
+        values = sensitive[attribute].astype(object).fillna(MISSING_GROUP).astype(str)
         majority = values.value_counts().idxmax()
         target = (values != majority).to_numpy().astype(int)
         if min(target.sum(), len(target) - target.sum()) < folds.n_splits:
