@@ -10,7 +10,7 @@ TRIALS ?= 20
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock data train serve drift monitor demo test lint format
+.PHONY: help setup lock data train serve drift monitor demo test lint format bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -33,10 +33,22 @@ data: $(STAMP)  ## rebuild data/ from data/raw (byte-identical every run)
 train: $(STAMP)  ## train on data/adult_synth.csv into artifacts/
 	$(PY) -m src.train --data data/adult_synth.csv --outdir $(ARTIFACTS)/ --trials $(TRIALS)
 
+$(ARTIFACTS)/manifest.json:
+	$(MAKE) train
+
+serve: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve artifacts/ on 127.0.0.1:8000 (PORT=...)
+	ARTIFACTS_DIR=$(ARTIFACTS) $(BIN)/uvicorn src.app:app --host 127.0.0.1 --port $(PORT) --no-access-log
+
 drift: $(STAMP)  ## drift of the shifted sample against the reference -> artifacts/drift_report.json
 	$(PY) -m src.drift --ref data/adult_ref_sample.csv --new data/adult_shifted_sample.csv --out $(ARTIFACTS)/drift_report.json
 
-demo: train drift  ## the main job, end to end
+monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
+	$(PY) -m src.agent_monitor --metrics data/metrics_history.jsonl --drift data/drift_latest.json --out $(ARTIFACTS)/agent_plan.yaml
+
+demo: train drift monitor  ## the main job, end to end: train, drift, monitor
+
+bench: $(STAMP) $(ARTIFACTS)/manifest.json  ## speed goals, measured -> bench/results/
+	$(PY) -m bench.run
 
 test: $(STAMP)  ## the test suite
 	$(PY) -m pytest -q

@@ -11,20 +11,30 @@ import logging
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from src.agent_monitor import (
+    AgentPlan,
+    DriftSummary,
+    LLMConfig,
+    MetricPoint,
+    load_drift,
+    load_metrics,
+    monitor,
+)
 from src.artifacts import load_bundle
 from src.contract import InputContract, format_errors
-from src.errors import ArtifactError
+from src.errors import ArtifactError, DataError
 from src.observability import (
     AccessLog,
     RequestContextMiddleware,
@@ -58,6 +68,15 @@ class RowError(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str
     errors: list[RowError] = []
+
+
+class MonitorRequest(BaseModel):
+    """Observations to judge; what is left out comes from the configured default files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[MetricPoint] | None = Field(default=None, min_length=1, max_length=100_000)
+    drift: DriftSummary | None = None
 
 
 class ModelState:
@@ -337,6 +356,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         }
         return Response(orjson.dumps(body_out), media_type="application/json")
+
+    @app.post(
+        "/monitor",
+        summary="The monitoring agent's plan, as JSON (same as the CLI's YAML)",
+        response_model=AgentPlan,
+        responses={
+            400: {"model": ErrorResponse, "description": "Invalid observations"},
+            413: {"model": ErrorResponse, "description": "Body too large"},
+            503: {"model": ErrorResponse, "description": "Default files missing or unreadable"},
+        },
+        max_body_size=settings.monitor_max_body_bytes,
+    )
+    def monitor_plan(payload: Annotated[MonitorRequest | None, Body()] = None) -> AgentPlan:
+        # A plain def: FastAPI runs it in a worker thread, since it may read files or ask an LLM.
+        payload = payload or MonitorRequest()
+        try:
+            points = payload.metrics or load_metrics(settings.monitor_metrics_path)
+            drift = payload.drift
+            if drift is None and settings.monitor_drift_path.is_file():
+                drift = load_drift(settings.monitor_drift_path)
+        except DataError as exc:
+            raise HTTPException(503, f"default monitoring files unusable: {exc}") from None
+        sorted_points = sorted(points, key=lambda p: p.ts)
+        return monitor(
+            sorted_points, drift, now=datetime.now(UTC), llm=LLMConfig.from_env(required=False)
+        )
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     max_rows: int = Field(10_000, ge=1, alias="PREDICT_MAX_ROWS")
     # A 10,000-row request is about 3 MB of JSON; anything far beyond is refused unread.
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, alias="PREDICT_MAX_BODY_BYTES")
+    # POST /monitor with an empty body judges these files.
+    monitor_metrics_path: Path = Field(
+        Path("data/metrics_history.jsonl"), alias="MONITOR_METRICS_PATH"
+    )
+    monitor_drift_path: Path = Field(Path("data/drift_latest.json"), alias="MONITOR_DRIFT_PATH")
+    monitor_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, alias="MONITOR_MAX_BODY_BYTES")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_requests: bool = Field(True, alias="LOG_REQUESTS")
 

@@ -307,3 +307,58 @@ def test_other_library_version_means_not_ready(
     manifest["versions"]["scikit-learn"] = "0.24.2"
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     _assert_not_ready(folder, "trained with scikit-learn 0.24.2", row)
+
+
+# --- POST /monitor ------------------------------------------------------------------------------
+
+
+def test_monitor_with_an_empty_body_judges_the_default_files(client: TestClient) -> None:
+    response = client.post("/monitor")
+    assert response.status_code == 200
+    plan = response.json()
+    assert plan["status"] == "warn"
+    assert plan["actions"] == ["trigger_retraining"]
+    assert plan["page_oncall"] is False
+
+
+def test_monitor_judges_the_observations_it_is_sent(client: TestClient) -> None:
+    points = [
+        {
+            "ts": f"2026-01-0{d}T00:00:00Z",
+            "roc_auc": 0.9,
+            "pr_auc": 0.7,
+            "acc": 0.85,
+            "latency_p95_ms": 100,
+            "error_rate": 0.01,
+        }
+        for d in range(1, 8)
+    ]
+    points[-1]["roc_auc"] = 0.8
+    drift = {"threshold": 0.2, "overall_drift": False, "features": {"age": 0.01}}
+    plan = client.post("/monitor", json={"metrics": points, "drift": drift}).json()
+    assert plan["status"] == "critical"
+    assert plan["page_oncall"] is True
+    assert plan["findings"][0]["roc_auc_drop_pct"] == 11.1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"metrics": []},
+        {"metrics": [{"ts": "yesterday"}]},
+        {"drift": {"overall_drift": "maybe", "threshold": 0.2, "features": {}}},
+        {"unknown": 1},
+        [1, 2],
+    ],
+)
+def test_monitor_rejects_bad_observations_with_400(client: TestClient, body: Any) -> None:
+    response = client.post("/monitor", json=body)
+    assert response.status_code == 400
+    assert response.json()["errors"]
+
+
+def test_monitor_without_default_files_is_503(artifacts_dir: Path, tmp_path: Path) -> None:
+    with _client(artifacts_dir, MONITOR_METRICS_PATH=tmp_path / "none.jsonl") as c:
+        response = c.post("/monitor")
+    assert response.status_code == 503
+    assert "none.jsonl: no such file" in response.json()["detail"]
