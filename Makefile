@@ -10,7 +10,7 @@ TRIALS ?= 20
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock data train serve drift monitor demo test lint format bench
+.PHONY: help setup lock data train serve drift monitor demo test lint format bench container-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
 	$(PY) -m src.agent_monitor --metrics data/metrics_history.jsonl --drift data/drift_latest.json --out $(ARTIFACTS)/agent_plan.yaml
 
 demo: train drift monitor  ## the main job, end to end: train, drift, monitor
+
+container-smoke:  ## build the image, train + serve in it, check the endpoints over 127.0.0.1
+	scripts/container_smoke.sh
 
 bench: $(STAMP) $(ARTIFACTS)/manifest.json  ## speed goals, measured -> bench/results/
 	$(PY) -m bench.run

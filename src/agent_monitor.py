@@ -98,8 +98,10 @@ def load_metrics(path: Path) -> list[MetricPoint]:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, IsADirectoryError):
+    except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     return parse_metrics_lines(text.splitlines(), source=str(path))
 
 
@@ -108,8 +110,8 @@ def load_drift(path: Path) -> DriftSummary:
         return DriftSummary.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: not a file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     except ValidationError as exc:
         raise DataError(f"{path}: not a drift report ({_first_error(exc)})") from None
 

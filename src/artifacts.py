@@ -37,7 +37,9 @@ def library_versions() -> dict[str, str]:
 
 
 def git_sha(cwd: Path = PROJECT_ROOT) -> str | None:
-    """The checkout's commit, or None outside a git checkout (never an error)."""
+    """The checkout's commit, or the GIT_SHA variable (set in the image), or None; never an error."""
+    if os.environ.get("GIT_SHA"):
+        return os.environ["GIT_SHA"]
     git = shutil.which("git")
     if git is None:
         return None

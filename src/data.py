@@ -43,6 +43,8 @@ def _read_header(path: Path) -> list[str]:
             first = f.readline()
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     if "\x00" in first:
         raise DataError(f"{path}: not a text CSV file (binary content)")
     row = next(csv.reader([first]), [])
