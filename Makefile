@@ -10,7 +10,8 @@ TRIALS ?= 20
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock data train serve drift monitor demo test lint format bench container-smoke
+.PHONY: help setup lock data train serve drift monitor demo test lint format bench container-smoke \
+	record-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +47,9 @@ monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
 	$(PY) -m src.agent_monitor --metrics data/metrics_history.jsonl --drift data/drift_latest.json --out $(ARTIFACTS)/agent_plan.yaml
 
 demo: train drift monitor  ## the main job, end to end: train, drift, monitor
+
+record-demo: $(STAMP)  ## re-record `make demo` -> docs/demo.cast + docs/demo.gif
+	scripts/record_demo.sh
 
 container-smoke:  ## build the image, train + serve in it, check the endpoints over 127.0.0.1
 	scripts/container_smoke.sh
