@@ -37,7 +37,7 @@ def library_versions() -> dict[str, str]:
 
 
 def git_sha(cwd: Path = PROJECT_ROOT) -> str | None:
-    """The checkout's commit, or the GIT_SHA variable (set in the image), or None; never an error."""
+    """The checkout's commit, else the GIT_SHA variable (set in the image), else None."""
     if os.environ.get("GIT_SHA"):
         return os.environ["GIT_SHA"]
     git = shutil.which("git")
