@@ -46,14 +46,22 @@ Rate = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
 class MetricPoint(BaseModel):
     """One monitoring point; `timestamp` is accepted for `ts`. Naive times are taken as UTC."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
-    ts: datetime = Field(validation_alias=AliasChoices("ts", "timestamp"))
+    ts: datetime = Field(validation_alias=AliasChoices("ts", "timestamp"), strict=False)
     roc_auc: Rate
     pr_auc: Rate
     acc: Rate
     latency_p95_ms: Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)]
     error_rate: Rate
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        # Only ISO-8601 text: a bare number would be read as seconds since 1970, silently.
+        if not isinstance(value, str | datetime):
+            raise ValueError("ts must be an ISO-8601 date-time string")
+        return value
 
     @field_validator("ts")
     @classmethod
@@ -64,7 +72,7 @@ class MetricPoint(BaseModel):
 class DriftSummary(BaseModel):
     """The Part D drift report; extra keys (details, timestamps) are allowed and ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
     overall_drift: bool
     threshold: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]

@@ -99,10 +99,12 @@ def load_predictor(settings: Settings, logger: logging.Logger) -> ModelState:
     try:
         bundle = load_bundle(settings.artifacts_dir)
         try:
-            predictor = Predictor(bundle, engine=settings.predict_engine)
+            predictor = Predictor(
+                bundle, engine=settings.predict_engine, max_rows=settings.max_rows
+            )
         except ImportError as exc:  # lleaves/llvmlite unusable here: serve the same model slower
             logger.warning("lleaves unavailable (%s); serving with LightGBM's booster", exc)
-            predictor = Predictor(bundle, engine="booster")
+            predictor = Predictor(bundle, engine="booster", max_rows=settings.max_rows)
         difference = predictor.self_check()
     except ArtifactError as exc:
         state.reason = str(exc)
@@ -195,12 +197,12 @@ def parse_rows(body: bytes, predictor: Predictor, max_rows: int) -> tuple[Any, R
 
 
 def _predict_openapi_extra(
-    contract: InputContract | None, example: list[dict[str, Any]]
+    contract: InputContract | None, example: list[dict[str, Any]], max_rows: int
 ) -> dict[str, Any]:
     if contract is None:  # before the model loads, the categories are not known yet
         schema: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
     else:
-        schema = contract.adapter().json_schema(ref_template="#/components/schemas/{model}")
+        schema = contract.adapter(max_rows).json_schema(ref_template="#/components/schemas/{model}")
     return {
         "requestBody": {
             "required": True,
@@ -329,7 +331,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             415: {"model": ErrorResponse, "description": "Not JSON"},
             503: {"model": ErrorResponse, "description": "Model not loaded"},
         },
-        openapi_extra=_predict_openapi_extra(None, []),
+        openapi_extra=_predict_openapi_extra(None, [], settings.max_rows),
     )
     async def predict(request: Request) -> Response:
         # No Depends here: resolving dependencies costs ~8% of a one-row request.
@@ -395,7 +397,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predictor = app.state.model.predictor
             contract = predictor.contract if predictor else None
             example = predictor.bundle.sample["rows"][:2] if predictor else []
-            extra = _predict_openapi_extra(contract, example)
+            extra = _predict_openapi_extra(contract, example, settings.max_rows)
             schema["paths"]["/predict"]["post"]["requestBody"] = extra["requestBody"]
             defs = extra["requestBody"]["content"]["application/json"]["schema"].pop("$defs", {})
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)

@@ -55,8 +55,10 @@ class InputContract:
         row.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
         return row
 
-    def adapter(self) -> TypeAdapter[list[dict[str, Any]]]:
-        return TypeAdapter(list[self.row_type()])  # type: ignore[misc]
+    def adapter(self, max_rows: int | None = None) -> TypeAdapter[list[dict[str, Any]]]:
+        """A request: a list of 1..max_rows rows."""
+        rows = Annotated[list[self.row_type()], Field(min_length=1, max_length=max_rows)]  # type: ignore[misc]
+        return TypeAdapter(rows)
 
     def describe(self) -> list[dict[str, Any]]:
         """The input schema for /metadata: one entry per field, categoricals with allowed values."""

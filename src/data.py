@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,22 +146,33 @@ def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
         raise DataError(f"{path}: the file is empty")
     header = _read_header(path)
     extra = _check_columns(path, header, require_target=require_target)
-    wanted = [c for c in header if c in FEATURES or (require_target and c not in extra)]
-    text_columns = {c: "object" for c in wanted if c not in NUMERIC}
+    wanted = {c for c in header if c in FEATURES or (require_target and c not in extra)}
+    options: dict[str, Any] = {
+        "sep": ",",
+        "skipinitialspace": True,
+        "encoding": "utf-8-sig",
+    }
     try:
-        frame = pd.read_csv(
-            path,
-            sep=",",
-            header=0,
-            names=header,
-            index_col=False,
-            usecols=wanted,
-            dtype=text_columns,
-            skipinitialspace=True,
-            na_values=MISSING_MARKERS,
-            keep_default_na=False,
-            encoding="utf-8-sig",
-        )
+        # The names exactly as pandas reads them, mapped to their normalised form.
+        raw_names = pd.read_csv(path, nrows=0, **options).columns
+        names = {raw: _normalise(str(raw)) for raw in raw_names}
+        with warnings.catch_warnings():
+            # A first row longer than the header would be silently cut: make it an error.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path,
+                header=0,
+                index_col=False,  # no usecols either: both would hide rows with extra fields
+                dtype={raw: "object" for raw, name in names.items() if name not in NUMERIC},
+                na_values=MISSING_MARKERS,
+                keep_default_na=False,
+                **options,
+            )
+        frame = frame.rename(columns=names)[[n for n in names.values() if n in wanted]]
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"{path}: cannot parse as CSV: a row has more fields than the header"
+        ) from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
     except (pd.errors.ParserError, ValueError) as exc:

@@ -208,12 +208,12 @@ def _compile_lleaves(booster: Any) -> Any:
 class Predictor:
     """Probabilities for encoded rows, from one of three engines that must agree to 1e-9."""
 
-    def __init__(self, bundle: ModelBundle, *, engine: str) -> None:
+    def __init__(self, bundle: ModelBundle, *, engine: str, max_rows: int | None = None) -> None:
         self.bundle = bundle
         self.engine = engine
         self.contract = contract_from_bundle(bundle)
         self.encoder = CompiledEncoder.from_pipeline(bundle.pipeline, self.contract)
-        self.adapter = self.contract.adapter()
+        self.adapter = self.contract.adapter(max_rows)
         self.threshold = float(bundle.manifest["decision_threshold"])
         self.version = bundle.version
         self._booster = bundle.model.booster_

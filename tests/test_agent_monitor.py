@@ -26,6 +26,7 @@ from src.agent_monitor import (
 from tests.conftest import CHALLENGE, DATA
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+FAKE_KEY = "fake-llm-key-for-tests"  # not a secret: the stub server checks it comes through
 START = datetime(2025, 6, 1, tzinfo=UTC)
 
 
@@ -326,7 +327,7 @@ def stub() -> Iterator[str]:
 
 def _llm_plan(url: str, lines: list[str], timeout: float = 5.0) -> AgentPlan:
     points = parse_metrics_lines(lines, source="t")
-    config = LLMConfig(base_url=url, model="stub", api_key="sk-test-secret", timeout=timeout)
+    config = LLMConfig(base_url=url, model="stub", api_key=FAKE_KEY, timeout=timeout)
     return monitor(points, None, now=NOW, llm=config)
 
 
@@ -344,8 +345,8 @@ def test_llm_good_reply_writes_the_rationale_within_the_allowed_actions(stub: st
     assert plan.findings[-1]["dropped_actions"] == ["format_disk"]
     request = StubLLM.seen[0]
     assert request["path"] == "/v1/chat/completions"
-    assert request["auth"] == "Bearer sk-test-secret"
-    assert "sk-test-secret" not in json.dumps(plan.model_dump())
+    assert request["auth"] == f"Bearer {FAKE_KEY}"
+    assert FAKE_KEY not in json.dumps(plan.model_dump())
 
 
 def test_llm_cannot_lower_the_status(stub: str) -> None:
