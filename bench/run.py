@@ -17,7 +17,7 @@ from bench.common import ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("serving", "drift")
+SECTIONS = ("serving", "drift", "load")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import drift
 
             result = drift.run()
+        elif section == "load":
+            from bench import load
+
+            ensure_tools("wrk")
+            result = load.run(args.artifacts)
         result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         result["machine"] = {
             "cpus": __import__("os").cpu_count(),

@@ -65,6 +65,7 @@ def test_read_endpoints_conform(case: Any) -> None:
 
 def test_at_least_1000_cases_were_generated() -> None:
     # Runs after the generated tests above (pytest keeps file order within a module).
+    print(f"generated cases: {dict(SEEN)}")
     assert SEEN["/predict"] + SEEN["/monitor"] >= 1000, SEEN
 
 
