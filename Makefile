@@ -10,7 +10,8 @@ TRIALS ?= 20
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock data train serve drift monitor demo test lint format bench container-smoke \
+.PHONY: help setup lock data train serve drift monitor report demo test lint format bench \
+	container-smoke \
 	record-demo
 
 help:  ## list the targets
@@ -46,7 +47,10 @@ drift: $(STAMP)  ## drift of the shifted sample against the reference -> artifac
 monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
 	$(PY) -m src.agent_monitor --metrics data/metrics_history.jsonl --drift data/drift_latest.json --out $(ARTIFACTS)/agent_plan.yaml
 
-demo: train drift monitor  ## the main job, end to end: train, drift, monitor
+report: $(STAMP)  ## the model card -> artifacts/report.html (served at /report)
+	$(PY) -m src.report --artifacts $(ARTIFACTS) --out $(ARTIFACTS)/report.html
+
+demo: train drift monitor report  ## the main job, end to end: train, drift, monitor, report
 
 record-demo: $(STAMP)  ## re-record `make demo` -> docs/demo.cast + docs/demo.gif
 	scripts/record_demo.sh

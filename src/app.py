@@ -19,7 +19,7 @@ import orjson
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -45,6 +45,7 @@ from src.predictor import Predictor
 from src.settings import Settings, get_settings
 
 JSON_TYPES = ("application/json", "text/json")
+REPORT_FILE = "report.html"
 
 
 class Prediction(BaseModel):
@@ -316,6 +317,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "acceptance": metrics_json["acceptance"],
             "input_schema": predictor.contract.describe(),
             "limits": {"max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes},
+            "links": {"report": "/report", "openapi": "/openapi.json", "docs": "/docs"},
         }
 
     @app.post(
@@ -383,6 +385,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sorted_points = sorted(points, key=lambda p: p.ts)
         return monitor(
             sorted_points, drift, now=datetime.now(UTC), llm=LLMConfig.from_env(required=False)
+        )
+
+    @app.get(
+        "/report",
+        summary="The latest model report: one self-contained HTML page",
+        response_class=HTMLResponse,
+        responses={404: {"model": ErrorResponse, "description": "No report generated yet"}},
+    )
+    async def report() -> Response:
+        path = settings.artifacts_dir / REPORT_FILE
+        if not path.is_file():
+            return error(
+                404, f"no report yet: run python -m src.report --artifacts {settings.artifacts_dir}"
+            )
+        # The page is self-contained: forbid it everything but its own styles and data images.
+        policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+        return FileResponse(
+            path, media_type="text/html", headers={"Content-Security-Policy": policy}
         )
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -21,6 +21,8 @@ MODEL_FILE = "model.pkl"
 METRICS_FILE = "metrics.json"
 # Validation rows with their training-time probabilities: the service re-predicts them at startup.
 SAMPLE_FILE = "sample_rows.json"
+# Every validation row's label, probabilities (model, baseline) and groups: the report's curves.
+PREDICTIONS_FILE = "validation_predictions.csv"
 MANIFEST_FILE = "manifest.json"
 PICKLES = (PIPELINE_FILE, MODEL_FILE)
 STAGING_PREFIX = ".staging-"

@@ -26,6 +26,7 @@ from src.artifacts import (
     METRICS_FILE,
     MODEL_FILE,
     PIPELINE_FILE,
+    PREDICTIONS_FILE,
     SAMPLE_FILE,
     git_sha,
     library_versions,
@@ -256,9 +257,8 @@ def train(
             ("model", LogisticRegression(max_iter=2000, C=1.0)),
         ]
     ).fit(x_train[list(MODEL_INPUTS)], y_train)
-    baseline_metrics = classification_metrics(
-        y_val, baseline.predict_proba(x_val[list(MODEL_INPUTS)])[:, 1], threshold=DECISION_THRESHOLD
-    )
+    baseline_proba = baseline.predict_proba(x_val[list(MODEL_INPUTS)])[:, 1]
+    baseline_metrics = classification_metrics(y_val, baseline_proba, threshold=DECISION_THRESHOLD)
 
     _log("fairness: groups, gaps and proxy check")
     proxies = proxy_check(
@@ -318,6 +318,14 @@ def train(
 
     csv_buffer = io.StringIO()
     importances.to_csv(csv_buffer, index=False, lineterminator="\n")
+    predictions = pd.DataFrame(
+        {
+            "y_true": y_val.to_numpy(),
+            "probability": proba,
+            "baseline_probability": baseline_proba,
+            **{a: x_val[a].astype(object).to_numpy() for a in FAIRNESS_ATTRIBUTES},
+        }
+    ).to_csv(index=False, lineterminator="\n")
     files = {
         PIPELINE_FILE: pickle.dumps(pipeline, protocol=5),
         MODEL_FILE: pickle.dumps(model, protocol=5),
@@ -325,6 +333,7 @@ def train(
         "feature_importances.csv": csv_buffer.getvalue().encode(),
         "fairness.md": fairness_markdown(metrics).encode(),
         SAMPLE_FILE: dumps_json(sample_rows(x_val, proba)).encode(),
+        PREDICTIONS_FILE: predictions.encode(),
     }
     manifest = {
         "created_at": metrics["timestamp"],

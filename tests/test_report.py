@@ -1,0 +1,181 @@
+"""The model card: every section and the right numbers, served at /report, checked in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src import agent_monitor, drift, report
+from src.report import fmt
+from tests.conftest import DATA
+from tests.test_inference import Server, http
+
+SECTIONS = ("details", "quality", "fairness", "importance", "monitoring", "use")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@pytest.fixture(scope="module")
+def report_dir(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's artifacts with a drift report, a plan and the page itself."""
+    folder = tmp_path_factory.mktemp("report") / "artifacts"
+    shutil.copytree(artifacts_dir, folder)
+    ref, new = DATA / "adult_ref_sample.csv", DATA / "adult_shifted_sample.csv"
+    assert (
+        drift.main(
+            ["--ref", str(ref), "--new", str(new), "--out", str(folder / "drift_report.json")]
+        )
+        == 0
+    )
+    history, latest = DATA / "metrics_history.jsonl", DATA / "drift_latest.json"
+    plan_args = [
+        "--metrics",
+        str(history),
+        "--drift",
+        str(latest),
+        "--out",
+        str(folder / "agent_plan.yaml"),
+    ]
+    assert agent_monitor.main(plan_args) == 0
+    assert report.main(["--artifacts", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page(report_dir: Path) -> str:
+    return (report_dir / "report.html").read_text()
+
+
+def test_the_page_holds_every_section(page: str) -> None:
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+    assert (
+        page.count("<svg") >= 9
+    )  # ROC, PR, calibration, scores, HPO, 2 fairness, importance, drift
+
+
+def test_the_page_is_self_contained(page: str) -> None:
+    assert "<script" not in page
+    assert "<link" not in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "@import" not in page
+
+
+def test_the_numbers_come_from_the_artifacts(page: str, report_dir: Path) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert f"ROC-AUC {metrics['roc_auc']:.3f}" in page
+    assert fmt(metrics["pr_auc"]) in page
+    assert fmt(metrics["baseline"]["roc_auc"]) in page
+    assert f"{metrics['n_train']:,} / {metrics['n_val']:,}" in page
+    assert ("acceptance passed" if metrics["acceptance"]["passed"] else "acceptance FAILED") in page
+    for attribute in ("sex", "race"):
+        for group in metrics["fairness"]["by_attribute"][attribute]["groups"].values():
+            assert f"{group['n']:,}" in page
+            assert fmt(group["tpr"]) in page
+            assert fmt(group["selection_rate"]) in page
+    for proxy in metrics["fairness"]["proxy_check"].values():
+        assert fmt(proxy["roc_auc"]) in page
+    for note in metrics["fairness"]["mitigations"]:
+        assert note.replace("'", "&#x27;") in page
+
+
+def test_drift_and_the_agent_are_on_the_page(page: str, report_dir: Path) -> None:
+    drift_report = json.loads((report_dir / "drift_report.json").read_text())
+    for name, detail in drift_report["details"].items():
+        assert f"<td>{name}</td>" in page
+        assert fmt(detail["psi"]) in page
+    assert 'Monitoring agent: <span class="warn">warn</span>' in page
+    assert "trigger_retraining" in page
+
+
+def test_the_page_works_without_drift_or_plan(artifacts_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    assert report.main(["--artifacts", str(artifacts_dir), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "No drift report yet" in text
+    assert "No monitoring plan yet" in text
+
+
+def test_the_cli_fails_in_one_line_without_artifacts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report.main(["--artifacts", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "no manifest" in err
+
+
+# --- served, and looked at in a real browser ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(report_dir: Path) -> Iterator[Server]:
+    running = Server(report_dir)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.process.kill()
+
+
+def test_report_is_served_and_linked_from_metadata(server: Server) -> None:
+    _, metadata = http("GET", f"{server.url}/metadata")
+    assert metadata["links"]["report"] == "/report"
+    with urllib.request.urlopen(f"{server.url}/report", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        assert b'<section id="fairness">' in response.read()
+
+
+def _browser() -> str | None:
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_report_renders_in_chromium_without_console_errors(
+    server: Server, tmp_path: Path, width: int
+) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip(
+            "no Chromium on this machine (Debian: apt-get install chromium); .ci/run installs it"
+        )
+    shot = tmp_path / f"report-{width}.png"
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tempfile.mkdtemp()}",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--window-size={width},8000",
+            f"--screenshot={shot}",
+            f"{server.url}/report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.is_file(), result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    inked = (pixels < 200).mean()
+    assert inked > 0.03, f"the screenshot looks blank ({inked:.1%} dark pixels)"
+    assert len(np.unique(pixels)) > 50
