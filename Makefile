@@ -10,7 +10,7 @@ TRIALS ?= 20
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock data train serve drift monitor report demo test lint format bench \
+.PHONY: help setup lock data train serve drift monitor report loop demo test lint format bench \
 	container-smoke \
 	record-demo
 
@@ -50,7 +50,10 @@ monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
 report: $(STAMP)  ## the model card -> artifacts/report.html (served at /report)
 	$(PY) -m src.report --artifacts $(ARTIFACTS) --out $(ARTIFACTS)/report.html
 
-demo: train drift monitor report  ## the main job, end to end: train, drift, monitor, report
+loop: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve, replay labelled traffic, monitor what was served
+	ARTIFACTS=$(ARTIFACTS) scripts/demo_loop.sh
+
+demo: train drift monitor report loop  ## the main job, end to end
 
 record-demo: $(STAMP)  ## re-record `make demo` -> docs/demo.cast + docs/demo.gif
 	scripts/record_demo.sh

@@ -12,7 +12,8 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
@@ -41,6 +42,7 @@ from src.observability import (
     ServiceMetrics,
     configure_logging,
 )
+from src.prediction_log import PredictionLog, make_engine, record_feedback
 from src.predictor import Predictor
 from src.settings import Settings, get_settings
 
@@ -78,6 +80,30 @@ class MonitorRequest(BaseModel):
 
     metrics: list[MetricPoint] | None = Field(default=None, min_length=1, max_length=100_000)
     drift: DriftSummary | None = None
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str = Field(min_length=1, max_length=128)
+    row: int = Field(ge=0, le=1_000_000, description="Row index within that request")
+    label: Literal[0, 1] = Field(description="1 when the true income is > 50K")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[Label] = Field(min_length=1, max_length=100_000)
+
+
+class FeedbackKey(BaseModel):
+    request_id: str
+    row: int
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    unknown: list[FeedbackKey]
 
 
 class ModelState:
@@ -169,32 +195,71 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def parse_rows(body: bytes, predictor: Predictor, max_rows: int) -> tuple[Any, Response | None]:
-    """Encoded matrix (fast path) or validated rows, or the error response to send instead."""
+def parse_rows(
+    body: bytes, predictor: Predictor, max_rows: int
+) -> tuple[list[dict[str, Any]], np.ndarray | None, Response | None]:
+    """(rows, encoded matrix from the fast path or None, None) or (_, _, the error response)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = None  # the validator below reports it, with position
     if type(parsed) is list:
         if not parsed:
-            return None, error(400, "the body is an empty list; send at least one row")
+            return [], None, error(400, "the body is an empty list; send at least one row")
         if len(parsed) > max_rows:
-            return None, error(
-                413, f"{len(parsed)} rows exceed the limit of {max_rows} per request"
+            return (
+                [],
+                None,
+                error(413, f"{len(parsed)} rows exceed the limit of {max_rows} per request"),
             )
         if predictor.engine != "pipeline":
             matrix = predictor.encoder.encode(parsed)
             if matrix is not None:
-                return matrix, None
+                return parsed, matrix, None
     try:
         rows = predictor.adapter.validate_json(body)
     except ValidationError as exc:
         errors = format_errors(exc)
         count = len(errors)
-        return None, error(400, f"invalid request: {count} error{'s' * (count != 1)}", errors)
-    if not rows:
-        return None, error(400, "the body is an empty list; send at least one row")
-    return rows, None
+        return [], None, error(400, f"invalid request: {count} error{'s' * (count != 1)}", errors)
+    return rows, None, None
+
+
+def event_time_of(request: Request, settings: Settings) -> datetime:
+    """When the rows happened: now, or the X-Event-Time of a replay where the setting allows it."""
+    now = datetime.now(UTC)
+    header = request.headers.get("x-event-time") if settings.accept_event_time else None
+    if header:
+        try:
+            stamp = datetime.fromisoformat(header)
+        except ValueError:
+            raise HTTPException(400, "X-Event-Time must be an ISO-8601 date-time") from None
+        now = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    request.state.event_time = now
+    return now
+
+
+def open_prediction_log(
+    settings: Settings, metrics: ServiceMetrics, logger: logging.Logger
+) -> tuple[PredictionLog | None, str]:
+    """The started log and its status line for /ready; a database that cannot be reached turns
+    logging off (said in /ready and the log), it never stops the service from serving."""
+    if not settings.log_predictions:
+        return None, "off"
+    url = settings.prediction_log_url
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        log = PredictionLog(
+            make_engine(url),
+            queue_size=settings.prediction_log_queue,
+            log_sensitive=settings.log_sensitive_fields,
+            on_drop=metrics.log_dropped.inc,
+        ).start()
+    except Exception as exc:  # unreachable database, bad URL, permissions: serve without the log
+        logger.error("prediction log unavailable: %s", exc)
+        return None, f"unavailable: {type(exc).__name__}"
+    return log, log.engine.dialect.name
 
 
 def _predict_openapi_extra(
@@ -221,11 +286,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
         app.state.model = load_predictor(settings, logger)
+        app.state.prediction_log, app.state.prediction_log_status = open_prediction_log(
+            settings, metrics, logger
+        )
         app.openapi_schema = None  # rebuild with the loaded model's categories
         # Objects loaded so far live as long as the process: keep the GC from rescanning them
         # (generation-2 collections were the p99 of large requests, PERF_NOTES.md).
         gc.freeze()
         yield
+        # uvicorn has finished every in-flight request by now: drain the log, lose nothing.
+        if app.state.prediction_log is not None:
+            app.state.prediction_log.close()
 
     app = FastAPI(
         title="Adult income classifier",
@@ -245,6 +316,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.model = ModelState()
+    app.state.prediction_log, app.state.prediction_log_status = None, "starting"
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
@@ -287,13 +359,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Readiness: the model is loaded, verified and warmed up",
         responses={503: {"model": ErrorResponse, "description": "Not ready, with the reason"}},
     )
-    async def ready(state: Annotated[ModelState, Depends(get_state)]) -> Response:
+    async def ready(request: Request, state: Annotated[ModelState, Depends(get_state)]) -> Response:
         if state.predictor is None:
             return error(503, f"not ready: {state.reason}")
         body = {
             "status": "ready",
             "model_version": state.predictor.version,
             "engine": state.predictor.engine,
+            "prediction_log": request.app.state.prediction_log_status,
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
@@ -340,15 +413,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictor = request.app.state.model.predictor
         if predictor is None:
             return error(503, f"model not loaded: {request.app.state.model.reason}")
+        event_time = event_time_of(request, settings)
         body = await read_json_body(request, settings.max_body_bytes)
-        parsed, failure = parse_rows(body, predictor, settings.max_rows)
+        rows, matrix, failure = parse_rows(body, predictor, settings.max_rows)
         if failure is not None:
             return failure
-        if isinstance(parsed, np.ndarray):
-            probabilities = predictor.probabilities(parsed)
+        if matrix is not None:
+            probabilities = predictor.probabilities(matrix)
         else:
-            probabilities = predictor.predict_rows(parsed)
+            probabilities = predictor.predict_rows(rows)
         request.state.rows = len(probabilities)
+        log = request.app.state.prediction_log
+        if log is not None:
+            log.record_predictions(
+                request.state.request_id,
+                event_time,
+                predictor.version,
+                rows,
+                probabilities,
+                predictor.threshold,
+            )
         metrics.rows.inc(len(probabilities))
         metrics.probabilities.observe_many(probabilities)
         threshold = predictor.threshold
@@ -403,6 +487,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
         return FileResponse(
             path, media_type="text/html", headers={"Content-Security-Policy": policy}
+        )
+
+    @app.post(
+        "/feedback",
+        summary="Ground-truth labels for rows served earlier, by request id and row index",
+        response_model=FeedbackResponse,
+        responses={
+            400: {"model": ErrorResponse, "description": "Invalid labels"},
+            413: {"model": ErrorResponse, "description": "Body too large"},
+            503: {
+                "model": ErrorResponse,
+                "description": "The prediction log is off or unavailable",
+            },
+        },
+        max_body_size=settings.monitor_max_body_bytes,
+    )
+    def feedback(payload: FeedbackRequest, request: Request) -> FeedbackResponse:
+        # Idempotent: sending the same labels again stores the same thing. Keys that match no
+        # logged prediction are reported back, never silently dropped.
+        log = request.app.state.prediction_log
+        if log is None:
+            raise HTTPException(503, f"prediction log {request.app.state.prediction_log_status}")
+        log.flush()  # rows answered a moment ago may still be on their way to the database
+        accepted, unknown = record_feedback(
+            log.engine, [(item.request_id, item.row, item.label) for item in payload.labels]
+        )
+        return FeedbackResponse(
+            accepted=accepted, unknown=[FeedbackKey(request_id=r, row=i) for r, i in unknown]
         )
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -23,6 +23,8 @@ METRICS_FILE = "metrics.json"
 SAMPLE_FILE = "sample_rows.json"
 # Every validation row's label, probabilities (model, baseline) and groups: the report's curves.
 PREDICTIONS_FILE = "validation_predictions.csv"
+# The training part's features: the reference live traffic is compared against for drift.
+REFERENCE_FILE = "reference_rows.csv"
 MANIFEST_FILE = "manifest.json"
 PICKLES = (PIPELINE_FILE, MODEL_FILE)
 STAGING_PREFIX = ".staging-"

@@ -107,6 +107,11 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.rows = Counter("predicted_rows", "Rows predicted.", registry=self.registry)
+        self.log_dropped = Counter(
+            "prediction_log_dropped_rows",
+            "Predicted rows the prediction log could not keep (queue full or database error).",
+            registry=self.registry,
+        )
         self.probabilities = ProbabilityHistogram()
         self.registry.register(self.probabilities)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -193,6 +198,17 @@ class RequestContextMiddleware:
             route = scope.get("route")
             endpoint = getattr(route, "path", "other")
             self.metrics.observe_request(endpoint, status, seconds)
+            log = getattr(scope.get("app"), "state", None)
+            log = getattr(log, "prediction_log", None)
+            if log is not None and endpoint == "/predict":
+                log.record_request(
+                    request_id,
+                    state.get("event_time") or datetime.now(UTC),
+                    endpoint,
+                    status,
+                    seconds * 1000,
+                    state.get("rows") or 0,
+                )
             self.access_log.write(
                 {
                     "request_id": request_id,

@@ -30,8 +30,20 @@ class Settings(BaseSettings):
     )
     monitor_drift_path: Path = Field(Path("data/drift_latest.json"), alias="MONITOR_DRIFT_PATH")
     monitor_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, alias="MONITOR_MAX_BODY_BYTES")
+    # The prediction log: SQLite under PREDICTION_LOG_DIR unless DATABASE_URL names a database.
+    log_predictions: bool = Field(True, alias="LOG_PREDICTIONS")
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    prediction_log_dir: Path = Field(Path("var"), alias="PREDICTION_LOG_DIR")
+    log_sensitive_fields: bool = Field(True, alias="LOG_SENSITIVE_FIELDS")
+    prediction_log_queue: int = Field(10_000, ge=1, alias="PREDICTION_LOG_QUEUE")
+    # Replays and backfills may stamp rows with X-Event-Time; off, clients cannot move the clock.
+    accept_event_time: bool = Field(False, alias="ACCEPT_EVENT_TIME")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_requests: bool = Field(True, alias="LOG_REQUESTS")
+
+    @property
+    def prediction_log_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.prediction_log_dir / 'predictions.db'}"
 
 
 @lru_cache(maxsize=1)

@@ -27,6 +27,7 @@ from src.artifacts import (
     MODEL_FILE,
     PIPELINE_FILE,
     PREDICTIONS_FILE,
+    REFERENCE_FILE,
     SAMPLE_FILE,
     git_sha,
     library_versions,
@@ -44,7 +45,7 @@ from src.evaluate import (
 )
 from src.features import build_baseline_pipeline, build_feature_pipeline, categorical_indices
 from src.fileio import dumps_json, run_cli, sha256_file
-from src.schema import MODEL_INPUTS, SENSITIVE
+from src.schema import FEATURES, MODEL_INPUTS, SENSITIVE
 
 MIN_ROC_AUC = 0.83  # the spec's acceptance bar
 DECISION_THRESHOLD = 0.5
@@ -334,6 +335,7 @@ def train(
         "fairness.md": fairness_markdown(metrics).encode(),
         SAMPLE_FILE: dumps_json(sample_rows(x_val, proba)).encode(),
         PREDICTIONS_FILE: predictions.encode(),
+        REFERENCE_FILE: x_train[list(FEATURES)].to_csv(index=False, lineterminator="\n").encode(),
     }
     manifest = {
         "created_at": metrics["timestamp"],

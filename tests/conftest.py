@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ DATA = ROOT / "data"
 CHALLENGE = ROOT.parent / "shared" / "challenge-data"
 # Few trials keep the suite fast; determinism and quality hold for any trial count.
 TEST_TRIALS = 2
+# Services started by tests (in-process or as subprocesses) log predictions into a temp folder,
+# never into the checkout.
+os.environ.setdefault("PREDICTION_LOG_DIR", tempfile.mkdtemp(prefix="prediction-log-"))
 
 
 @pytest.fixture(scope="session")

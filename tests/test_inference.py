@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +46,9 @@ class Server:
     def __init__(self, artifacts: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: nobody reads a pipe during a load test, and a full pipe would block
+        # the server's log writes (as it would block any process's).
+        self.output = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -59,7 +63,7 @@ class Server:
             ],
             cwd=ROOT,
             env={**os.environ, "ARTIFACTS_DIR": str(artifacts), **env},
-            stdout=subprocess.PIPE,
+            stdout=self.output,
             stderr=subprocess.STDOUT,
         )
 
@@ -67,7 +71,7 @@ class Server:
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"uvicorn exited: {self.process.stdout.read().decode()}")
+                raise AssertionError(f"uvicorn exited: {self.read_output()}")
             try:
                 status, body = http("GET", f"{self.url}/ready")
                 if status == 200:
@@ -84,7 +88,10 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise
-        return code, self.process.stdout.read().decode()
+        return code, self.read_output()
+
+    def read_output(self) -> str:
+        return Path(self.output.name).read_text()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,186 @@
+"""Replay a labelled census stream through the real API, then send the labels back as feedback.
+
+Rows come from adult.test (never seen in training), sampled hour by hour and stamped with event
+times (the service must run with ACCEPT_EVENT_TIME=true). The last --shift-hours carry a planted
+shift: the population of adult_shifted_sample.csv (older, longer hours, more self-employment) and a
+concept change (a share of the labels flipped, as if the income line had moved). The verdict it
+calls for: critical (ROC-AUC far more than 6% below its 7-day median; PR-AUC down, with drift).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from src.errors import DataError
+from src.fileio import run_cli
+from src.make_data import plant_shifts, read_uci
+from src.schema import FEATURES, NUMERIC, TARGET
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+HOURS = 192  # eight days: seven for the monitor's median, one more
+SHIFT_HOURS = 24
+ROWS_PER_HOUR = 1000
+BATCH_ROWS = 500
+LABEL_FLIP_SHARE = 0.1
+SEED = 7
+
+
+def hour_of_traffic(
+    pool: pd.DataFrame, rng: np.random.Generator, *, rows: int, shifted: bool
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """One hour's rows (as a client sends them) and their true labels."""
+    sample = pool.iloc[rng.integers(0, len(pool), rows)].reset_index(drop=True)
+    labels = sample[TARGET].to_numpy().copy()
+    if shifted:
+        sample = plant_shifts(sample, rng)
+        flip = rng.random(rows) < LABEL_FLIP_SHARE
+        labels[flip] = 1 - labels[flip]
+    records = []
+    for record in sample[list(FEATURES)].to_dict(orient="records"):
+        records.append(
+            {k: None if pd.isna(v) else int(v) if k in NUMERIC else v for k, v in record.items()}
+        )
+    return records, labels.tolist()
+
+
+class Client:
+    """Keep-alive JSON over HTTP/1.1 to one host."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise DataError(f"--url must be http://host:port, got {url!r}")
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=60)
+
+    def _connect(self) -> None:
+        if self.connection.sock is None:
+            self.connection.connect()
+            # http.client writes headers and body separately: without this, Nagle's algorithm
+            # and delayed ACKs add ~40 ms to every request.
+            self.connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def wait_ready(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self._connect()
+                self.connection.request("GET", "/ready")
+                response = self.connection.getresponse()
+                response.read()
+                if response.status == 200:
+                    return
+            except OSError:
+                self.connection.close()
+            if time.monotonic() > deadline:
+                raise DataError(f"the service at {self.connection.host} did not become ready")
+            time.sleep(0.25)
+
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        payload = json.dumps(body).encode()
+        self._connect()
+        self.connection.request(
+            "POST", path, payload, {"Content-Type": "application/json", **(headers or {})}
+        )
+        response = self.connection.getresponse()
+        data = json.loads(response.read() or b"{}")
+        if response.status != 200:
+            raise DataError(f"POST {path} answered {response.status}: {data.get('detail')}")
+        return data
+
+
+def replay(
+    url: str,
+    *,
+    raw_test: Path,
+    hours: int = HOURS,
+    shift_hours: int = SHIFT_HOURS,
+    rows_per_hour: int = ROWS_PER_HOUR,
+    seed: int = SEED,
+    wait_seconds: float = 60.0,
+) -> dict[str, int]:
+    pool = read_uci(raw_test)
+    rng = np.random.default_rng(seed)
+    client = Client(url)
+    client.wait_ready(wait_seconds)
+    sent = labelled = 0
+    for hour in range(hours):
+        shifted = hour >= hours - shift_hours
+        rows, labels = hour_of_traffic(pool, rng, rows=rows_per_hour, shifted=shifted)
+        feedback = []
+        for batch, start in enumerate(range(0, len(rows), BATCH_ROWS)):
+            request_id = f"replay-h{hour:04d}-b{batch}"
+            stamp = START + timedelta(hours=hour, minutes=batch)
+            client.post(
+                "/predict",
+                rows[start : start + BATCH_ROWS],
+                {"X-Request-ID": request_id, "X-Event-Time": stamp.isoformat()},
+            )
+            feedback += [
+                {"request_id": request_id, "row": i, "label": label}
+                for i, label in enumerate(labels[start : start + BATCH_ROWS])
+            ]
+            sent += len(rows[start : start + BATCH_ROWS])
+        result = client.post("/feedback", {"labels": feedback})
+        if result["unknown"]:
+            raise DataError(
+                f"the service lost rows: {len(result['unknown'])} labels matched nothing"
+            )
+        labelled += result["accepted"]
+        if (hour + 1) % 24 == 0 or hour == hours - 1:
+            phase = "shifted" if shifted else "healthy"
+            print(f"  replayed hour {hour + 1}/{hours} ({phase}), {sent:,} rows", file=sys.stderr)
+    return {"rows": sent, "labelled": labelled, "hours": hours, "shift_hours": shift_hours}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.replay", description=__doc__)
+    parser.add_argument(
+        "--url", required=True, help="the running service, e.g. http://127.0.0.1:8000"
+    )
+    parser.add_argument("--raw-test", type=Path, default=Path("data/raw/adult.test"))
+    parser.add_argument("--hours", type=int, default=HOURS)
+    parser.add_argument("--shift-hours", type=int, default=SHIFT_HOURS)
+    parser.add_argument("--rows-per-hour", type=int, default=ROWS_PER_HOUR)
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        if not 0 <= args.shift_hours <= args.hours:
+            raise DataError("--shift-hours must be between 0 and --hours")
+        try:
+            summary = replay(
+                args.url,
+                raw_test=args.raw_test,
+                hours=args.hours,
+                shift_hours=args.shift_hours,
+                rows_per_hour=args.rows_per_hour,
+                seed=args.seed,
+            )
+        except OSError as exc:
+            raise DataError(
+                f"{args.url}: cannot reach the service ({exc.strerror or exc})"
+            ) from None
+        print(
+            f"replayed {summary['rows']:,} rows over {summary['hours']} hours "
+            f"(last {summary['shift_hours']} shifted), {summary['labelled']:,} labels accepted"
+        )
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
