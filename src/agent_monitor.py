@@ -127,10 +127,17 @@ def load_drift(path: Path) -> DriftSummary:
 # --- think -----------------------------------------------------------------------------------
 
 
+def _minus_window(ts: datetime) -> datetime:
+    try:
+        return ts - WINDOW
+    except OverflowError:  # a point in year 1: its window reaches before datetime's range
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def _median_before(points: list[MetricPoint], index: int, metric: str) -> tuple[float | None, int]:
     """Median of `metric` over points in the WINDOW before points[index] (that point excluded)."""
     times = [p.ts for p in points]
-    start = bisect_left(times, points[index].ts - WINDOW)
+    start = bisect_left(times, _minus_window(points[index].ts))
     end = bisect_left(times, points[index].ts)
     window = [getattr(p, metric) for p in points[start:end]]
     return (statistics.median(window) if window else None), len(window)

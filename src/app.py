@@ -6,6 +6,7 @@ cannot be verified the process stays up, /ready says why, and /predict answers 5
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import zlib
@@ -42,12 +43,13 @@ from src.observability import (
     ServiceMetrics,
     configure_logging,
 )
-from src.prediction_log import PredictionLog, make_engine, record_feedback
+from src.prediction_log import PredictionLog, Served, record_feedback
 from src.predictor import Predictor
 from src.settings import Settings, get_settings
 
 JSON_TYPES = ("application/json", "text/json")
 REPORT_FILE = "report.html"
+SHIP_SECONDS = 0.05  # how often the prediction log's pending requests go to its writer
 
 
 class Prediction(BaseModel):
@@ -239,6 +241,13 @@ def event_time_of(request: Request, settings: Settings) -> datetime:
     return now
 
 
+async def ship_every(log: PredictionLog, seconds: float) -> None:
+    """Hand the prediction log's pending requests to its writer, a batch at a time."""
+    while True:
+        await asyncio.sleep(seconds)
+        log.ship()
+
+
 def open_prediction_log(
     settings: Settings, metrics: ServiceMetrics, logger: logging.Logger
 ) -> tuple[PredictionLog | None, str]:
@@ -251,7 +260,7 @@ def open_prediction_log(
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         log = PredictionLog(
-            make_engine(url),
+            url,
             queue_size=settings.prediction_log_queue,
             log_sensitive=settings.log_sensitive_fields,
             on_drop=metrics.log_dropped.inc,
@@ -289,13 +298,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.prediction_log, app.state.prediction_log_status = open_prediction_log(
             settings, metrics, logger
         )
+        shipping = None
+        if app.state.prediction_log is not None:
+            shipping = asyncio.create_task(ship_every(app.state.prediction_log, SHIP_SECONDS))
         app.openapi_schema = None  # rebuild with the loaded model's categories
         # Objects loaded so far live as long as the process: keep the GC from rescanning them
         # (generation-2 collections were the p99 of large requests, PERF_NOTES.md).
         gc.freeze()
         yield
         # uvicorn has finished every in-flight request by now: drain the log, lose nothing.
-        if app.state.prediction_log is not None:
+        if shipping is not None:
+            shipping.cancel()
             app.state.prediction_log.close()
 
     app = FastAPI(
@@ -413,7 +426,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictor = request.app.state.model.predictor
         if predictor is None:
             return error(503, f"model not loaded: {request.app.state.model.reason}")
-        event_time = event_time_of(request, settings)
+        event_time_of(request, settings)  # kept in request.state for the prediction log
         body = await read_json_body(request, settings.max_body_bytes)
         rows, matrix, failure = parse_rows(body, predictor, settings.max_rows)
         if failure is not None:
@@ -423,15 +436,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             probabilities = predictor.predict_rows(rows)
         request.state.rows = len(probabilities)
-        log = request.app.state.prediction_log
-        if log is not None:
-            log.record_predictions(
-                request.state.request_id,
-                event_time,
-                predictor.version,
-                rows,
-                probabilities,
-                predictor.threshold,
+        if request.app.state.prediction_log is not None:  # recorded by the middleware, at the end
+            request.state.served = Served.of(
+                body, probabilities, predictor.version, predictor.threshold
             )
         metrics.rows.inc(len(probabilities))
         metrics.probabilities.observe_many(probabilities)
@@ -475,7 +482,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/report",
         summary="The latest model report: one self-contained HTML page",
         response_class=HTMLResponse,
-        responses={404: {"model": ErrorResponse, "description": "No report generated yet"}},
+        responses={
+            200: {"content": {"text/html": {}}, "description": "The page"},
+            404: {
+                "description": "No report generated yet",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                },
+            },
+        },
     )
     async def report() -> Response:
         path = settings.artifacts_dir / REPORT_FILE

@@ -201,13 +201,13 @@ class RequestContextMiddleware:
             log = getattr(scope.get("app"), "state", None)
             log = getattr(log, "prediction_log", None)
             if log is not None and endpoint == "/predict":
-                log.record_request(
+                log.record(
                     request_id,
                     state.get("event_time") or datetime.now(UTC),
                     endpoint,
                     status,
                     seconds * 1000,
-                    state.get("rows") or 0,
+                    state.get("served"),
                 )
             self.access_log.write(
                 {

@@ -383,3 +383,19 @@ def test_llm_timeout_falls_back_to_the_rules(stub: str) -> None:
     assert time.monotonic() - started < 1.9
     assert plan.findings[-1]["reason"] in ("TimeoutError", "URLError")
     assert plan.rationale != "late"
+
+
+def test_points_at_the_edge_of_time_do_not_crash() -> None:
+    # Found by the API fuzzer: a point in year 1 made "7 days before" overflow.
+    line = json.dumps(
+        {
+            "ts": "0001-01-01T00:00:00Z",
+            "roc_auc": 0.9,
+            "pr_auc": 0.7,
+            "acc": 0.8,
+            "latency_p95_ms": 100,
+            "error_rate": 0.0,
+        }
+    )
+    plan = plan_for([line, line.replace("0001-01-01", "9999-12-31")])
+    assert plan.status == "healthy"

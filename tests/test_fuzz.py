@@ -44,6 +44,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(
     max_examples=CASES_PER_OPERATION,
     derandomize=True,  # a fixed seed: the same cases on every run
+    database=None,  # and no example database written into the checkout
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
@@ -58,7 +59,13 @@ def test_generated_cases_get_documented_answers(case: Any) -> None:
 
 
 @schema.include(method="GET").parametrize()
-@settings(max_examples=20, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=20,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_read_endpoints_conform(case: Any) -> None:
     case.call_and_validate()
 

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from src import agent_monitor, monitor_window, replay
 from src.prediction_log import (
     PredictionLog,
+    Served,
     feedback_table,
     make_engine,
     predictions_table,
@@ -83,12 +84,28 @@ def _rows(n: int, age: float = 40.0) -> list[dict[str, Any]]:
     return [{"age": age + i, "workclass": "Private", "sex": "Female"} for i in range(n)]
 
 
+def _served(rows: list[dict[str, Any]], probabilities: Any) -> Served:
+    return Served.of(json.dumps(rows).encode(), np.asarray(probabilities, dtype=float), "v1", 0.5)
+
+
+def _record(
+    log: PredictionLog,
+    request_id: str,
+    ts: datetime,
+    rows: list[dict[str, Any]],
+    probabilities: Any,
+    latency: float = 1.5,
+) -> bool:
+    return log.record(request_id, ts, "/predict", 200, latency, _served(rows, probabilities))
+
+
 def test_every_row_and_request_is_written(database_url: str) -> None:
-    log = PredictionLog(make_engine(database_url), batch_items=3).start()
+    log = PredictionLog(database_url).start()
     for i in range(20):
-        log.record_predictions(f"r{i}", T0, "v1", _rows(5), np.full(5, 0.7), 0.5)
-        log.record_request(f"r{i}", T0, "/predict", 200, 1.5, 5)
-    log.flush()
+        _record(log, f"r{i}", T0, _rows(5), np.full(5, 0.7))
+        if i % 7 == 0:
+            log.ship()  # several batches, as the service ships them
+    assert log.flush()
     engine = make_engine(database_url)
     assert _count(engine, predictions_table) == 100
     assert _count(engine, requests_table) == 20
@@ -115,8 +132,8 @@ def test_every_row_and_request_is_written(database_url: str) -> None:
 
 def test_sensitive_fields_can_be_left_out(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    log = PredictionLog(make_engine(url), log_sensitive=False).start()
-    log.record_predictions("r", T0, "v1", _rows(2), np.array([0.1, 0.9]), 0.5)
+    log = PredictionLog(url, log_sensitive=False).start()
+    _record(log, "r", T0, _rows(2), [0.1, 0.9])
     log.close()
     engine = make_engine(url)
     with engine.connect() as connection:
@@ -126,21 +143,25 @@ def test_sensitive_fields_can_be_left_out(tmp_path: Path) -> None:
 
 def test_a_full_queue_drops_counts_and_never_blocks(tmp_path: Path) -> None:
     dropped: list[int] = []
-    log = PredictionLog(
-        make_engine(f"sqlite:///{tmp_path / 'p.db'}"), queue_size=2, on_drop=dropped.append
-    )
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", queue_size=2, on_drop=dropped.append)
     # Not started: nothing drains the queue, as when the database is slower than the traffic.
     started = time.perf_counter()
-    results = [log.record_predictions("r", T0, "v", _rows(3), np.zeros(3), 0.5) for _ in range(5)]
-    assert time.perf_counter() - started < 0.5
+    results = [_record(log, "r", T0, _rows(3), np.zeros(3)) for _ in range(5)]
     assert results == [True, True, False, False, False]
     assert dropped == [3, 3, 3]
-    assert log.dropped_rows == 9
+    # The pending list is full: this request is dropped; shipping empties the list (batch 1).
+    assert not _record(log, "r", T0, _rows(3), np.zeros(3))
+    log.ship()
+    for _ in range(3):  # batch 2 fits the queue (2 batches); batches 3 and 4 are dropped whole
+        assert _record(log, "r", T0, _rows(3), np.zeros(3))
+        log.ship()
+    assert time.perf_counter() - started < 1.0
+    assert log.dropped_rows == 3 * 3 + 3 + 2 * 3
 
 
 def test_feedback_is_idempotent_and_reports_unknown_keys(database_url: str) -> None:
-    log = PredictionLog(make_engine(database_url)).start()
-    log.record_predictions("a", T0, "v", _rows(3), np.array([0.2, 0.6, 0.9]), 0.5)
+    log = PredictionLog(database_url).start()
+    _record(log, "a", T0, _rows(3), [0.2, 0.6, 0.9])
     log.close()
     engine = make_engine(database_url)
     labels = [("a", 0, 0), ("a", 2, 1), ("a", 7, 1), ("ghost", 0, 1)]
@@ -158,7 +179,7 @@ def test_feedback_is_idempotent_and_reports_unknown_keys(database_url: str) -> N
 
 def test_hourly_aggregation_matches_a_hand_computation(database_url: str) -> None:
     rng = np.random.default_rng(3)
-    log = PredictionLog(make_engine(database_url)).start()
+    log = PredictionLog(database_url).start()
     truth = []
     for hour in range(3):
         for batch in range(2):
@@ -166,15 +187,12 @@ def test_hourly_aggregation_matches_a_hand_computation(database_url: str) -> Non
             ts = T0 + timedelta(hours=hour, minutes=10 * batch)
             probabilities = rng.random(50)
             labels = rng.integers(0, 2, 50)
-            log.record_predictions(request_id, ts, "v", _rows(50), probabilities, 0.5)
-            log.record_request(request_id, ts, "/predict", 200, 2.0 + hour + batch, 50)
+            _record(log, request_id, ts, _rows(50), probabilities, latency=2.0 + hour + batch)
             truth += [
                 (hour, request_id, i, p, y)
                 for i, (p, y) in enumerate(zip(probabilities, labels, strict=True))
             ]
-        log.record_request(
-            f"bad{hour}", T0 + timedelta(hours=hour, minutes=30), "/predict", 400, 0.5, 0
-        )
+        log.record(f"bad{hour}", T0 + timedelta(hours=hour, minutes=30), "/predict", 400, 0.5)
     log.close()
     engine = make_engine(database_url)
     # Label all of hours 0 and 1; leave hour 2 without labels (it must give no point).
@@ -313,7 +331,7 @@ def test_monitor_window_says_clearly_when_there_is_nothing_to_judge(
     tmp_path: Path, artifacts_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    PredictionLog(make_engine(url)).start().close()
+    PredictionLog(url).start().close()
     args = [
         "--database-url",
         url,

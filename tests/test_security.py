@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -56,7 +58,12 @@ WATCHED_DEMO = textwrap.dedent(
 
 
 def test_the_demo_makes_no_outbound_network_call() -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "PYTHONPATH": str(ROOT)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": tempfile.mkdtemp(prefix="home-"),
+        "PYTHONPATH": str(ROOT),
+        "PREDICTION_LOG_DIR": os.environ["PREDICTION_LOG_DIR"],
+    }
     result = subprocess.run(
         [sys.executable, "-c", WATCHED_DEMO],
         cwd=ROOT,
