@@ -21,11 +21,14 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 
-"$BIN/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+# Run from the temp folder: the fuzzer's own caches land there, not in the checkout.
+root=$PWD
+(cd "$work" && "$root/$BIN/schemathesis" --config-file "$root/schemathesis.toml" \
+  run "http://127.0.0.1:$port/openapi.json" \
   --include-path-regex '^/(predict|monitor)$' \
   --max-examples "$EXAMPLES" --seed 42 --workers 1 \
   --generation-database none \
-  --report junit --report-dir "$work/report"
+  --report junit --report-dir "$work/report")
 python3 - "$work/report" <<'PY'
 import pathlib, sys, xml.etree.ElementTree as ET
 for path in pathlib.Path(sys.argv[1]).glob("*.xml"):

@@ -310,6 +310,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if shipping is not None:
             shipping.cancel()
             app.state.prediction_log.close()
+            app.state.prediction_log, app.state.prediction_log_status = None, "closed"
 
     app = FastAPI(
         title="Adult income classifier",

@@ -220,7 +220,13 @@ class PredictionLog:
         if self.process.is_alive():
             logger.error("prediction log: the writer did not finish in %.0f s", timeout)
             self.process.kill()
-        self.queue.close()
+        for channel in (self.queue, self.acks):
+            channel.close()
+            channel.join_thread()
+        # Drop the queues now: their semaphores are released when they are collected, which
+        # otherwise happens too late at exit (the resource tracker then warns about them).
+        self.queue = self.acks = None
+        self.process.close()
         self.engine.dispose()
 
 

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import configuration as hypothesis_configuration
 
 from src.train import TrainResult, train
 
@@ -18,6 +19,8 @@ TEST_TRIALS = 2
 # Services started by tests (in-process or as subprocesses) log predictions into a temp folder,
 # never into the checkout.
 os.environ.setdefault("PREDICTION_LOG_DIR", tempfile.mkdtemp(prefix="prediction-log-"))
+# Hypothesis (under schemathesis) keeps a cache folder; keep it out of the checkout too.
+hypothesis_configuration.set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
 
 
 @pytest.fixture(scope="session")
