@@ -65,7 +65,13 @@ def run(
     single, batch, invalid = _bodies(artifacts)
     script = work / "mixed.lua"
     script.write_text(LUA.format(single=single, batch=batch, invalid=invalid))
-    server = Uvicorn("src.app:app", work / "server.log", "/ready", ARTIFACTS_DIR=str(artifacts))
+    server = Uvicorn(
+        "src.app:app",
+        work / "server.log",
+        "/ready",
+        ARTIFACTS_DIR=str(artifacts),
+        PREDICTION_LOG_DIR=str(work / "log"),
+    )
     results = []
     try:
         for i in range(runs):

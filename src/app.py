@@ -1,4 +1,4 @@
-"""The HTTP service: /health, /ready, /metadata, /predict, /metrics.
+"""The HTTP service: /health, /ready, /metadata, /predict, /feedback, /monitor, /report, /metrics.
 
 `uvicorn src.app:app`. The model is loaded in the lifespan, never at import; if the artifacts
 cannot be verified the process stays up, /ready says why, and /predict answers 503.
