@@ -12,7 +12,8 @@ hba=/etc/postgresql/$version/$cluster/pg_hba.conf
 if ! grep -q "^host all all 127.0.0.1/32 trust" "$hba"; then
   sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
 fi
-pg_ctlcluster "$version" "$cluster" start 2>/dev/null || pg_ctlcluster "$version" "$cluster" reload
+# Everything but the URL goes to stderr: the caller captures stdout.
+{ pg_ctlcluster "$version" "$cluster" start || pg_ctlcluster "$version" "$cluster" reload; } >&2
 for _ in $(seq 1 30); do
   pg_isready -h 127.0.0.1 -p 5432 -q && break
   sleep 0.5

@@ -45,17 +45,15 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _postgres_database() -> Iterator[str]:
-    admin = create_engine(
-        POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
     try:
+        admin = create_engine(
+            POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+        )
         with admin.connect() as connection:
             connection.execute(text("select 1"))
     except Exception as exc:
-        admin.dispose()
-        pytest.skip(
-            f"no PostgreSQL at {POSTGRES_URL} ({type(exc).__name__}); run scripts/start_postgres.sh"
-        )
+        reason = f"no PostgreSQL at {POSTGRES_URL!r} ({type(exc).__name__})"
+        pytest.skip(f"{reason}; scripts/start_postgres.sh starts one")
     name = f"test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
