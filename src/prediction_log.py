@@ -135,6 +135,7 @@ class PredictionLog:
         url: str,
         *,
         queue_size: int = 10_000,
+        max_batches: int = 200,
         flush_seconds: float = 0.25,
         log_sensitive: bool = True,
         on_drop: Callable[[int], None] = lambda rows: None,
@@ -142,8 +143,9 @@ class PredictionLog:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         self.url = url
         self.engine = make_engine(url)  # this process's own connection: feedback and reads
-        self.max_pending = queue_size  # requests held here at most, and batches in the queue
-        self.queue: Any = context.Queue(maxsize=queue_size)
+        self.max_pending = queue_size  # requests waiting here for the next shipment, at most
+        # Batches on their way to the writer, at most: ~10 s of traffic at one batch per 50 ms.
+        self.queue: Any = context.Queue(maxsize=max_batches)
         self.acks: Any = context.Queue()
         self.on_drop = on_drop
         self.dropped_rows = 0

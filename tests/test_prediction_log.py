@@ -141,7 +141,9 @@ def test_sensitive_fields_can_be_left_out(tmp_path: Path) -> None:
 
 def test_a_full_queue_drops_counts_and_never_blocks(tmp_path: Path) -> None:
     dropped: list[int] = []
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", queue_size=2, on_drop=dropped.append)
+    log = PredictionLog(
+        f"sqlite:///{tmp_path / 'p.db'}", queue_size=2, max_batches=2, on_drop=dropped.append
+    )
     # Not started: nothing drains the queue, as when the database is slower than the traffic.
     started = time.perf_counter()
     results = [_record(log, "r", T0, _rows(3), np.zeros(3)) for _ in range(5)]
