@@ -115,6 +115,10 @@ class ModelState:
         self.predictor: Predictor | None = None
         self.reason = "starting"
 
+    @property
+    def not_loaded(self) -> str:
+        return f"model not loaded: {self.reason}"
+
 
 def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> Response:
     body: dict[str, Any] = {"detail": detail}
@@ -161,7 +165,7 @@ async def get_state(request: Request) -> ModelState:
 
 async def get_predictor(state: Annotated[ModelState, Depends(get_state)]) -> Predictor:
     if state.predictor is None:
-        raise HTTPException(status_code=503, detail=f"model not loaded: {state.reason}")
+        raise HTTPException(status_code=503, detail=state.not_loaded)
     return state.predictor
 
 
@@ -426,7 +430,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No Depends here: resolving dependencies costs ~8% of a one-row request.
         predictor = request.app.state.model.predictor
         if predictor is None:
-            return error(503, f"model not loaded: {request.app.state.model.reason}")
+            return error(503, request.app.state.model.not_loaded)
         event_time_of(request, settings)  # kept in request.state for the prediction log
         body = await read_json_body(request, settings.max_body_bytes)
         rows, matrix, failure = parse_rows(body, predictor, settings.max_rows)

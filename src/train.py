@@ -313,9 +313,8 @@ def train(
             "proxy_check": proxies,
             "mitigations": mitigations,
         },
-        "train_seconds": None,
+        "train_seconds": round(time.perf_counter() - started, 2),
     }
-    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
 
     csv_buffer = io.StringIO()
     importances.to_csv(csv_buffer, index=False, lineterminator="\n")
