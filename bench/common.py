@@ -53,9 +53,12 @@ def rss_mib(pid: int) -> float:
 
 
 class Uvicorn:
-    """One uvicorn worker on a free 127.0.0.1 port, its log in a file."""
+    """One uvicorn worker on a free 127.0.0.1 port, its log in a file. `cwd` may be another
+    checkout of the project: the same benchmark then measures that version side by side."""
 
-    def __init__(self, app: str, log: Path, ready_path: str, **env: str) -> None:
+    def __init__(
+        self, app: str, log: Path, ready_path: str, *, cwd: Path = ROOT, **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
@@ -74,7 +77,7 @@ class Uvicorn:
                 "--log-level",
                 "warning",
             ],
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -24,6 +24,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], default=[])
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        help="another checkout of the project: serving also measures it, in the same run",
+    )
+    parser.add_argument("--tag", default="", help="suffix for the result files (serving-TAG.md)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -33,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import serving
 
             ensure_tools("wrk", "hey")
-            result = serving.run(args.artifacts)
+            result = serving.run(args.artifacts, compare_with=args.compare_with)
         elif section == "drift":
             from bench import drift
 
@@ -48,8 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": __import__("os").cpu_count(),
             "python": platform.python_version(),
         }
-        (RESULTS / f"{section}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / f"{section}.md").write_text(result["markdown"] + "\n")
+        name = f"{section}-{args.tag}" if args.tag else section
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(result["markdown"] + "\n")
         print(result["markdown"])
         for goal, met in result["goals"].items():
             print(f"  {'met   ' if met else 'MISSED'} {goal}")

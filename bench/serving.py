@@ -91,7 +91,16 @@ def batch_latency(url: str, body: bytes, *, requests: int) -> dict[str, float]:
     }
 
 
-def run(artifacts: Path, *, seconds: int = 5, rounds: int = 3) -> dict[str, Any]:
+def _revision(checkout: Path) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return result.stdout.strip() or str(checkout)
+
+
+def run(
+    artifacts: Path, *, seconds: int = 5, rounds: int = 3, compare_with: Path | None = None
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     sample = json.loads((artifacts / "sample_rows.json").read_text())["rows"]
     one_row = work / "one.json"
@@ -115,6 +124,11 @@ def run(artifacts: Path, *, seconds: int = 5, rounds: int = 3) -> dict[str, Any]
             "src.app:app", work / "naive.log", "/ready", PREDICT_ENGINE="pipeline", **env
         ),
     }
+    if compare_with is not None:  # another checkout, served the same way, measured in this run
+        label = f"{COMPILED}, at {_revision(compare_with)}"
+        servers[label] = Uvicorn(
+            "src.app:app", work / "other.log", "/ready", cwd=compare_with, **env
+        )
     try:
         throughput: dict[str, dict[str, list[float]]] = {n: {} for n in servers}
         for connections in (1, 16):

@@ -21,7 +21,7 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 
 echo "== replay 8 days of labelled traffic; the last 24 hours shifted"
-"$BIN/python" -m src.replay --url "$url"
+"$BIN/python" -m src.loop.replay --url "$url"
 
 echo "== what the service recorded -> hourly metrics + drift of the last 24 h"
 "$BIN/python" -m src.monitor_window --database-url "$db" --reference "$ARTIFACTS" --out-dir "$LIVE"

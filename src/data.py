@@ -130,23 +130,8 @@ def _target(path: Path, frame: pd.DataFrame) -> pd.Series:
     return values.astype("int8").rename(TARGET)
 
 
-def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
-    """Read and validate a census CSV; raise DataError with one line naming the file and problem.
-
-    Accepts any column order, `income` (<=50K / >50K, optional trailing '.') in place of
-    `income_gt_50k`, extra columns (ignored, with a note), spaces around values, a UTF-8 BOM,
-    and '?' or an empty cell as a missing value.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty")
-    header = _read_header(path)
-    extra = _check_columns(path, header, require_target=require_target)
-    wanted = {c for c in header if c in FEATURES or (require_target and c not in extra)}
+def _read_frame(path: Path, wanted: set[str]) -> pd.DataFrame:
+    """The wanted columns as text (numerics as pandas reads them), names normalised."""
     options: dict[str, Any] = {
         "sep": ",",
         "skipinitialspace": True,
@@ -168,7 +153,7 @@ def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
                 keep_default_na=False,
                 **options,
             )
-        frame = frame.rename(columns=names)[[n for n in names.values() if n in wanted]]
+        return frame.rename(columns=names)[[n for n in names.values() if n in wanted]]
     except pd.errors.ParserWarning:
         raise DataError(
             f"{path}: cannot parse as CSV: a row has more fields than the header"
@@ -178,6 +163,26 @@ def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
     except (pd.errors.ParserError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot parse as CSV: {first_line}") from None
+
+
+def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
+    """Read and validate a census CSV; raise DataError with one line naming the file and problem.
+
+    Accepts any column order, `income` (<=50K / >50K, optional trailing '.') in place of
+    `income_gt_50k`, extra columns (ignored, with a note), spaces around values, a UTF-8 BOM,
+    and '?' or an empty cell as a missing value.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    header = _read_header(path)
+    extra = _check_columns(path, header, require_target=require_target)
+    wanted = {c for c in header if c in FEATURES or (require_target and c not in extra)}
+    frame = _read_frame(path, wanted)
     if frame.empty:
         raise DataError(f"{path}: no data rows after the header")
 

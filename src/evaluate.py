@@ -109,6 +109,35 @@ def bootstrap_rate_intervals(
     return out
 
 
+def _group_entry(
+    row: pd.Series,
+    ref_row: pd.Series,
+    y_true: np.ndarray,
+    predicted: np.ndarray,
+    proba: np.ndarray,
+    members: np.ndarray,
+    *,
+    seed: int,
+) -> dict[str, Any]:
+    """One group's rates, intervals and gaps against the reference group."""
+    n, positives = int(row["n"]), int(row["positives"])
+    small = n < MIN_GROUP_ROWS or min(positives, n - positives) < MIN_GROUP_CLASS
+    return {
+        "n": n,
+        "positives": positives,
+        "roc_auc": _none_if_nan(row["roc_auc"]),
+        "tpr": _none_if_nan(row["tpr"]),
+        "fpr": _none_if_nan(row["fpr"]),
+        "selection_rate": float(row["selection_rate"]),
+        "ci95": bootstrap_rate_intervals(
+            y_true[members], predicted[members], proba[members], seed=seed
+        ),
+        "demographic_parity_diff": float(abs(row["selection_rate"] - ref_row["selection_rate"])),
+        "equal_opportunity_diff": _none_if_nan(abs(row["tpr"] - ref_row["tpr"])),
+        "small_group": bool(small),
+    }
+
+
 def group_fairness(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -141,29 +170,12 @@ def group_fairness(
     reference = str(by_group["n"].astype(int).idxmax())
     ref_row = by_group.loc[reference]
 
-    out_groups: dict[str, dict[str, Any]] = {}
-    for group, row in by_group.sort_values("n", ascending=False).iterrows():
-        n, positives = int(row["n"]), int(row["positives"])
-        small = n < MIN_GROUP_ROWS or min(positives, n - positives) < MIN_GROUP_CLASS
-        out_groups[str(group)] = {
-            "n": n,
-            "positives": positives,
-            "roc_auc": _none_if_nan(row["roc_auc"]),
-            "tpr": _none_if_nan(row["tpr"]),
-            "fpr": _none_if_nan(row["fpr"]),
-            "selection_rate": float(row["selection_rate"]),
-            "ci95": bootstrap_rate_intervals(
-                y_true[groups == group],
-                predicted[groups == group],
-                np.asarray(proba)[groups == group],
-                seed=seed,
-            ),
-            "demographic_parity_diff": float(
-                abs(row["selection_rate"] - ref_row["selection_rate"])
-            ),
-            "equal_opportunity_diff": _none_if_nan(abs(row["tpr"] - ref_row["tpr"])),
-            "small_group": bool(small),
-        }
+    out_groups = {
+        str(group): _group_entry(
+            row, ref_row, y_true, predicted, np.asarray(proba), groups == group, seed=seed
+        )
+        for group, row in by_group.sort_values("n", ascending=False).iterrows()
+    }
     return {
         "reference_group": reference,
         "groups": out_groups,

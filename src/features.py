@@ -8,11 +8,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from src.schema import CATEGORICAL_INPUTS, NUMERIC_INPUTS
-
-# A missing category is a category of its own: in the census an unknown occupation mostly means
-# "not working", which carries signal a most-frequent fill would erase.
-MISSING_CATEGORY = "missing"
+from src.schema import CATEGORICAL_INPUTS, MISSING_CATEGORY, NUMERIC_INPUTS
 
 
 def _categorical_imputer() -> SimpleImputer:

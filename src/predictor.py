@@ -1,7 +1,7 @@
 """Serving-time prediction: the fitted pipeline compiled to dict lookups, the trees to native code.
 
 `feature_pipeline.pkl` + `model.pkl` stay the source of truth. Per request, pandas and
-scikit-learn cost ~100x the trees themselves (PERF_NOTES.md), so the service reads the fitted
+scikit-learn cost ~100x the trees themselves (docs/performance.md), so the service reads the fitted
 pipeline's learned categories and imputation values once, encodes JSON rows straight into a
 numpy matrix, and feeds it to the trees compiled by lleaves. Startup checks the result against
 probabilities recorded at training time.
@@ -22,8 +22,7 @@ import pandas as pd
 from src.artifacts import ModelBundle
 from src.contract import MAX_IGNORED_TEXT, InputContract
 from src.errors import ArtifactError
-from src.features import MISSING_CATEGORY
-from src.schema import COLUMN_BY_NAME, FEATURES, MODEL_INPUTS, SENSITIVE
+from src.schema import COLUMN_BY_NAME, FEATURES, MISSING_CATEGORY, MODEL_INPUTS, SENSITIVE
 
 # Probabilities must match the pickled pipeline + model to this (the issue's bar).
 MAX_ENGINE_DIFFERENCE = 1e-9

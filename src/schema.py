@@ -72,6 +72,11 @@ UCI_COLUMNS: tuple[str, ...] = (
     RAW_TARGET,
 )
 
+# A missing category is a category of its own: in the census an unknown occupation mostly means
+# "not working", which carries signal a most-frequent fill would erase. Training fills it in and
+# serving maps null to it, so both read it from here.
+MISSING_CATEGORY = "missing"
+
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 FEATURES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 SENSITIVE: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.sensitive)

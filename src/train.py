@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import pickle
 import signal
 import sys
@@ -218,6 +217,169 @@ class TrainResult:
     outdir: Path
 
 
+@dataclass(frozen=True)
+class FittedModel:
+    """The final fit: the preprocessing pipeline, the model and what validation saw."""
+
+    pipeline: Any
+    model: lgb.LGBMClassifier
+    names: list[str]
+    train_matrix: np.ndarray
+    val_matrix: np.ndarray
+    proba: np.ndarray
+
+
+def fit_model(
+    x_train: pd.DataFrame,
+    y_train: pd.Series,
+    x_val: pd.DataFrame,
+    params: dict[str, Any],
+    seed: int,
+) -> FittedModel:
+    pipeline = build_feature_pipeline().fit(x_train[list(MODEL_INPUTS)])
+    train_matrix, val_matrix = pipeline.transform(x_train), pipeline.transform(x_val)
+    model = make_model(params, seed=seed).fit(
+        train_matrix, y_train, categorical_feature=categorical_indices()
+    )
+    return FittedModel(
+        pipeline=pipeline,
+        model=model,
+        names=list(pipeline.get_feature_names_out()),
+        train_matrix=train_matrix,
+        val_matrix=val_matrix,
+        proba=model.predict_proba(val_matrix)[:, 1],
+    )
+
+
+def fit_baseline(x_train: pd.DataFrame, y_train: pd.Series, x_val: pd.DataFrame) -> np.ndarray:
+    """The logistic-regression yardstick's validation probabilities."""
+    baseline = Pipeline(
+        [
+            ("features", build_baseline_pipeline()),
+            ("model", LogisticRegression(max_iter=2000, C=1.0)),
+        ]
+    ).fit(x_train[list(MODEL_INPUTS)], y_train)
+    return baseline.predict_proba(x_val[list(MODEL_INPUTS)])[:, 1]
+
+
+def fairness_block(
+    fitted: FittedModel, x_train: pd.DataFrame, x_val: pd.DataFrame, y_val: pd.Series, seed: int
+) -> dict[str, Any]:
+    """Per-group rates and gaps for sex and race, the proxy check, and what to try."""
+    proxies = proxy_check(
+        fitted.train_matrix,
+        fitted.names,
+        x_train[list(SENSITIVE)],
+        categorical=categorical_indices(),
+        seed=seed,
+    )
+    by_attribute = {
+        a: group_fairness(y_val.to_numpy(), fitted.proba, sensitive_features=x_val[a], seed=seed)
+        for a in FAIRNESS_ATTRIBUTES
+    }
+    mitigations = [
+        note
+        for a, report in by_attribute.items()
+        if (note := mitigation_note(a, report, proxy=proxies[a]["strongest_input"]))
+    ]
+    return {
+        "threshold": DECISION_THRESHOLD,
+        "by_attribute": by_attribute,
+        "proxy_check": proxies,
+        "mitigations": mitigations,
+    }
+
+
+def artifact_files(
+    fitted: FittedModel,
+    metrics: dict[str, Any],
+    split: tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series],
+    baseline_proba: np.ndarray,
+) -> dict[str, bytes]:
+    x_train, x_val, _, y_val = split
+    importances = feature_importances(fitted.model, fitted.val_matrix, fitted.names)
+    predictions = pd.DataFrame(
+        {
+            "y_true": y_val.to_numpy(),
+            "probability": fitted.proba,
+            "baseline_probability": baseline_proba,
+            **{a: x_val[a].astype(object).to_numpy() for a in FAIRNESS_ATTRIBUTES},
+        }
+    )
+    return {
+        PIPELINE_FILE: pickle.dumps(fitted.pipeline, protocol=5),
+        MODEL_FILE: pickle.dumps(fitted.model, protocol=5),
+        METRICS_FILE: dumps_json(metrics).encode(),
+        "feature_importances.csv": importances.to_csv(index=False, lineterminator="\n").encode(),
+        "fairness.md": fairness_markdown(metrics).encode(),
+        SAMPLE_FILE: dumps_json(sample_rows(x_val, fitted.proba)).encode(),
+        PREDICTIONS_FILE: predictions.to_csv(index=False, lineterminator="\n").encode(),
+        REFERENCE_FILE: x_train[list(FEATURES)].to_csv(index=False, lineterminator="\n").encode(),
+    }
+
+
+def build_manifest(metrics: dict[str, Any], x_train: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "created_at": metrics["timestamp"],
+        "git_sha": metrics["git_sha"],
+        "data_sha256": metrics["data"]["sha256"],
+        "seed": metrics["seed"],
+        "decision_threshold": DECISION_THRESHOLD,
+        "model_inputs": metrics["model_inputs"],
+        "sensitive": list(SENSITIVE),
+        # Inputs that had missing values in training: the API accepts null for these only.
+        "nullable": [c for c in MODEL_INPUTS if x_train[c].isna().any()],
+        "versions": metrics["versions"],
+    }
+
+
+def assemble_metrics(
+    fitted: FittedModel,
+    baseline_proba: np.ndarray,
+    fairness: dict[str, Any],
+    split: tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series],
+    *,
+    params: dict[str, Any],
+    trials_log: list[dict[str, Any]],
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """metrics.json: validation metrics, the baseline, the search, fairness, acceptance.
+    `run` holds what the caller chose: seed, val_size, trials and the data's provenance."""
+    y_val = split[3]
+    model_metrics = classification_metrics(y_val, fitted.proba, threshold=DECISION_THRESHOLD)
+    metrics: dict[str, Any] = {
+        **model_metrics,
+        **split_summary(split),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "seed": run["seed"],
+        "val_size": run["val_size"],
+        "decision_threshold": DECISION_THRESHOLD,
+        "model": "lightgbm.LGBMClassifier",
+        "hyperparameters": params,
+        "hpo": {
+            "trials": run["trials"],
+            "cv_folds": CV_FOLDS,
+            "scoring": "roc_auc",
+            "history": trials_log,
+        },
+        "data": run["data"],
+        "model_inputs": fitted.names,
+        "sensitive_excluded": list(SENSITIVE),
+        "versions": library_versions(),
+        "baseline": {
+            "model": "LogisticRegression (one-hot, scaled)",
+            **classification_metrics(y_val, baseline_proba, threshold=DECISION_THRESHOLD),
+        },
+        "acceptance": {
+            "min_roc_auc": MIN_ROC_AUC,
+            "passed": model_metrics["roc_auc"] >= MIN_ROC_AUC,
+        },
+        "fairness": {**fairness, "overall_roc_auc": model_metrics["roc_auc"]},
+    }
+    return metrics
+
+
 def train(
     data_path: Path,
     outdir: Path,
@@ -231,125 +393,40 @@ def train(
     dataset = load_dataset(data_path)
     for note in dataset.notes:
         _log(f"note: {data_path}: {note}")
-    x_train, x_val, y_train, y_val = split_dataset(dataset, val_size=val_size, seed=seed)
+    split = split_dataset(dataset, val_size=val_size, seed=seed)
+    x_train, x_val, y_train, y_val = split
     _log(
         f"data: {len(x_train)} train / {len(x_val)} validation rows, {y_train.mean():.1%} positive"
     )
-
     _log(
         f"hpo: {trials} trials x {CV_FOLDS}-fold CV on the training part"
         if trials
         else "hpo: skipped"
     )
     params, trials_log = search_hyperparameters(x_train, y_train, trials=trials, seed=seed)
-
-    pipeline = build_feature_pipeline().fit(x_train[list(MODEL_INPUTS)])
-    names = list(pipeline.get_feature_names_out())
-    train_matrix, val_matrix = pipeline.transform(x_train), pipeline.transform(x_val)
-    model = make_model(params, seed=seed).fit(
-        train_matrix, y_train, categorical_feature=categorical_indices()
-    )
-    proba = model.predict_proba(val_matrix)[:, 1]
-    model_metrics = classification_metrics(y_val, proba, threshold=DECISION_THRESHOLD)
-
-    baseline = Pipeline(
-        [
-            ("features", build_baseline_pipeline()),
-            ("model", LogisticRegression(max_iter=2000, C=1.0)),
-        ]
-    ).fit(x_train[list(MODEL_INPUTS)], y_train)
-    baseline_proba = baseline.predict_proba(x_val[list(MODEL_INPUTS)])[:, 1]
-    baseline_metrics = classification_metrics(y_val, baseline_proba, threshold=DECISION_THRESHOLD)
-
+    fitted = fit_model(x_train, y_train, x_val, params, seed)
+    baseline_proba = fit_baseline(x_train, y_train, x_val)
     _log("fairness: groups, gaps and proxy check")
-    proxies = proxy_check(
-        train_matrix, names, x_train[list(SENSITIVE)], categorical=categorical_indices(), seed=seed
+    fairness = fairness_block(fitted, x_train, x_val, y_val, seed)
+    data = {"path": str(data_path), "sha256": sha256_file(data_path), "rows": len(dataset.features)}
+    run = {"seed": seed, "val_size": val_size, "trials": trials, "data": data}
+    metrics = assemble_metrics(
+        fitted, baseline_proba, fairness, split, params=params, trials_log=trials_log, run=run
     )
-    by_attribute = {
-        a: group_fairness(y_val.to_numpy(), proba, sensitive_features=x_val[a], seed=seed)
-        for a in FAIRNESS_ATTRIBUTES
-    }
-    mitigations = [
-        note
-        for a, report in by_attribute.items()
-        if (note := mitigation_note(a, report, proxy=proxies[a]["strongest_input"]))
-    ]
-    importances = feature_importances(model, val_matrix, names)
+    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    files = artifact_files(fitted, metrics, split, baseline_proba)
+    write_artifact_set(outdir, files, build_manifest(metrics, x_train))
+    return TrainResult(metrics=metrics, outdir=outdir)
 
-    passed = model_metrics["roc_auc"] >= MIN_ROC_AUC
-    metrics: dict[str, Any] = {
-        **model_metrics,
-        "n_train": len(x_train),
-        "n_val": len(x_val),
+
+def split_summary(split: tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]) -> dict[str, Any]:
+    _, _, y_train, y_val = split
+    return {
+        "n_train": len(y_train),
+        "n_val": len(y_val),
         "positive_rate_train": float(y_train.mean()),
         "positive_rate_val": float(y_val.mean()),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_sha": git_sha(),
-        "seed": seed,
-        "val_size": val_size,
-        "decision_threshold": DECISION_THRESHOLD,
-        "model": "lightgbm.LGBMClassifier",
-        "hyperparameters": params,
-        "hpo": {
-            "trials": trials,
-            "cv_folds": CV_FOLDS,
-            "scoring": "roc_auc",
-            "history": trials_log,
-        },
-        "data": {
-            "path": str(data_path),
-            "sha256": sha256_file(data_path),
-            "rows": len(dataset.features),
-        },
-        "model_inputs": names,
-        "sensitive_excluded": list(SENSITIVE),
-        "versions": library_versions(),
-        "baseline": {"model": "LogisticRegression (one-hot, scaled)", **baseline_metrics},
-        "acceptance": {"min_roc_auc": MIN_ROC_AUC, "passed": passed},
-        "fairness": {
-            "threshold": DECISION_THRESHOLD,
-            "overall_roc_auc": model_metrics["roc_auc"],
-            "by_attribute": by_attribute,
-            "proxy_check": proxies,
-            "mitigations": mitigations,
-        },
-        "train_seconds": round(time.perf_counter() - started, 2),
     }
-
-    csv_buffer = io.StringIO()
-    importances.to_csv(csv_buffer, index=False, lineterminator="\n")
-    predictions = pd.DataFrame(
-        {
-            "y_true": y_val.to_numpy(),
-            "probability": proba,
-            "baseline_probability": baseline_proba,
-            **{a: x_val[a].astype(object).to_numpy() for a in FAIRNESS_ATTRIBUTES},
-        }
-    ).to_csv(index=False, lineterminator="\n")
-    files = {
-        PIPELINE_FILE: pickle.dumps(pipeline, protocol=5),
-        MODEL_FILE: pickle.dumps(model, protocol=5),
-        METRICS_FILE: dumps_json(metrics).encode(),
-        "feature_importances.csv": csv_buffer.getvalue().encode(),
-        "fairness.md": fairness_markdown(metrics).encode(),
-        SAMPLE_FILE: dumps_json(sample_rows(x_val, proba)).encode(),
-        PREDICTIONS_FILE: predictions.encode(),
-        REFERENCE_FILE: x_train[list(FEATURES)].to_csv(index=False, lineterminator="\n").encode(),
-    }
-    manifest = {
-        "created_at": metrics["timestamp"],
-        "git_sha": metrics["git_sha"],
-        "data_sha256": metrics["data"]["sha256"],
-        "seed": seed,
-        "decision_threshold": DECISION_THRESHOLD,
-        "model_inputs": names,
-        "sensitive": list(SENSITIVE),
-        # Inputs that had missing values in training: the API accepts null for these only.
-        "nullable": [c for c in MODEL_INPUTS if x_train[c].isna().any()],
-        "versions": metrics["versions"],
-    }
-    write_artifact_set(outdir, files, manifest)
-    return TrainResult(metrics=metrics, outdir=outdir)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from src import agent_monitor
-from src.agent_monitor import (
+from src.agent import (
     AgentPlan,
     DriftSummary,
     LLMConfig,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from src.app import create_app
 from src.artifacts import MANIFEST_FILE, MODEL_FILE
 from src.schema import MODEL_INPUTS, SENSITIVE
+from src.service.factory import create_app
 from src.settings import Settings
 
 

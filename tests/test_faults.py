@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 
 from src import agent_monitor, drift
 from src import train as train_module
-from src.app import create_app
 from src.artifacts import MANIFEST_FILE, MODEL_FILE, PIPELINE_FILE, load_bundle
 from src.errors import ArtifactError
 from src.schema import CSV_COLUMNS
+from src.service.factory import create_app
 from src.settings import Settings
 from tests.conftest import DATA, ROOT
 

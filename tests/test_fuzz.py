@@ -18,7 +18,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from src.app import create_app
+from src.service.factory import create_app
 from src.settings import Settings
 
 CASES_PER_OPERATION = 600

@@ -25,16 +25,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
-from src import agent_monitor, monitor_window, replay
-from src.prediction_log import (
-    PredictionLog,
-    Served,
-    feedback_table,
-    make_engine,
-    predictions_table,
-    record_feedback,
-    requests_table,
-)
+from src import agent_monitor, monitor_window
+from src.loop import replay, windows
+from src.loop.feedback import record_feedback
+from src.loop.tables import feedback_table, make_engine, predictions_table, requests_table
+from src.loop.writer import PredictionLog, Served
 from tests.conftest import DATA
 from tests.test_inference import Server, http
 
@@ -197,9 +192,7 @@ def test_hourly_aggregation_matches_a_hand_computation(database_url: str) -> Non
     engine = make_engine(database_url)
     # Label all of hours 0 and 1; leave hour 2 without labels (it must give no point).
     record_feedback(engine, [(r, i, int(y)) for hour, r, i, _, y in truth if hour < 2])
-    points = monitor_window.hourly_points(
-        monitor_window.read_labelled(engine), monitor_window.read_requests(engine)
-    )
+    points = windows.hourly_points(windows.read_labelled(engine), windows.read_requests(engine))
     engine.dispose()
     assert [p["ts"] for p in points] == [(T0 + timedelta(hours=h)).isoformat() for h in (0, 1)]
     frame = pd.DataFrame(truth, columns=["hour", "request_id", "row", "p", "y"])

@@ -34,7 +34,7 @@ WATCHED_DEMO = textwrap.dedent(
 
     from fastapi.testclient import TestClient
     from src import agent_monitor, drift, make_data, train
-    from src.app import create_app
+    from src.service.factory import create_app
     from src.settings import Settings
 
     work = Path(tempfile.mkdtemp())
@@ -106,7 +106,7 @@ def test_no_secrets_in_tracked_files() -> None:
 
 
 def test_the_llm_key_comes_only_from_the_environment() -> None:
-    source = (ROOT / "src" / "agent_monitor.py").read_text()
+    source = (ROOT / "src" / "agent" / "llm.py").read_text()
     assert 'os.environ.get("AGENT_LLM_API_KEY")' in source
     assert "repr=False" in source  # the config never prints the key
     workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()

@@ -1,9 +1,7 @@
-"""The prediction log: every served row, each request's latency and status, and labels that come
-later. SQLAlchemy Core, so any database URL works (SQLite in WAL mode by default, PostgreSQL).
+"""The log's writer: requests put one item on a pending list; a writer process inserts batches.
 
-Writes never happen on the request path: requests put one item on a bounded queue and a writer
-process inserts in batches. A full queue drops the item (counted), it never slows a request down;
-close() drains the queue, so a graceful shutdown loses nothing that was answered.
+Writes never happen on the request path. A full queue drops the item (counted), it never slows a
+request down; close() drains the queue, so a graceful shutdown loses nothing that was answered.
 """
 
 from __future__ import annotations
@@ -19,105 +17,26 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    SmallInteger,
-    String,
-    Table,
-    create_engine,
-    event,
-    select,
-    tuple_,
-)
+from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 
-from src.schema import COLUMNS, SENSITIVE
+from src.loop.tables import (
+    FEATURE_NAMES,
+    FEATURE_NAMES_WITHOUT_SENSITIVE,
+    PREDICTION_COLUMNS,
+    REQUEST_COLUMNS,
+    create_tables,
+    make_engine,
+    predictions_table,
+    requests_table,
+)
 
 logger = logging.getLogger("service")
-metadata = MetaData()
-_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
-
-requests_table = Table(
-    "requests",
-    metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("request_id", String(128), nullable=False, index=True),
-    Column("ts", DateTime(timezone=True), nullable=False, index=True),
-    Column("path", String(64), nullable=False),
-    Column("status", SmallInteger, nullable=False),
-    Column("latency_ms", Float, nullable=False),
-    Column("rows", Integer, nullable=False),
-)
-
-predictions_table = Table(
-    "predictions",
-    metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("request_id", String(128), nullable=False),
-    Column("row_index", Integer, nullable=False),
-    Column("ts", DateTime(timezone=True), nullable=False, index=True),
-    Column("model_version", String(64), nullable=False),
-    *(
-        Column(c.name, Float if c.kind == "numeric" else String(200), nullable=True)
-        for c in COLUMNS
-    ),
-    Column("probability", Float, nullable=False),
-    Column("predicted_class", SmallInteger, nullable=False),
-    Index("ix_predictions_request_row", "request_id", "row_index"),
-)
-
-feedback_table = Table(
-    "feedback",
-    metadata,
-    Column("request_id", String(128), primary_key=True),
-    Column("row_index", Integer, primary_key=True),
-    Column("label", SmallInteger, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-)
-
-_FEATURE_NAMES = tuple(c.name for c in COLUMNS)
-_FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in _FEATURE_NAMES if n not in SENSITIVE)
-_PREDICTION_COLUMNS = (
-    "request_id",
-    "row_index",
-    "ts",
-    "model_version",
-    *_FEATURE_NAMES,
-    "probability",
-    "predicted_class",
-)
-_REQUEST_COLUMNS = ("request_id", "ts", "path", "status", "latency_ms", "rows")
-
-
-def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL (readers never block the writer) and a busy timeout."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _wal(connection: Any, record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def create_tables(engine: Engine) -> None:
-    metadata.create_all(engine)
 
 
 class PredictionLog:
@@ -258,7 +177,7 @@ class BatchWriter:
 
     def __init__(self, engine: Engine, *, log_sensitive: bool) -> None:
         self.engine = engine
-        self.keep = _FEATURE_NAMES if log_sensitive else _FEATURE_NAMES_WITHOUT_SENSITIVE
+        self.keep = FEATURE_NAMES if log_sensitive else FEATURE_NAMES_WITHOUT_SENSITIVE
         self._ts_to_db = predictions_table.c.ts.type.bind_processor(engine.dialect)
         self.written_rows = 0
 
@@ -278,8 +197,8 @@ class BatchWriter:
         try:
             with self.engine.begin() as connection:
                 if predictions:
-                    self._insert(connection, predictions_table, _PREDICTION_COLUMNS, predictions)
-                self._insert(connection, requests_table, _REQUEST_COLUMNS, request_rows)
+                    self._insert(connection, predictions_table, PREDICTION_COLUMNS, predictions)
+                self._insert(connection, requests_table, REQUEST_COLUMNS, request_rows)
         except Exception:  # a database outage must not kill the writer: say so and go on
             logger.exception("prediction log: %d rows could not be written", len(predictions))
             return
@@ -321,7 +240,7 @@ class BatchWriter:
                 index,
                 stamp,
                 served.model_version,
-                *(row.get(name) if name in keep else None for name in _FEATURE_NAMES),
+                *(row.get(name) if name in keep else None for name in FEATURE_NAMES),
                 probability,
                 int(probability >= threshold),
             )
@@ -358,48 +277,3 @@ def write_forever(
         elif message[0] == "stop":
             writer.engine.dispose()
             return
-
-
-# --- feedback ------------------------------------------------------------------------------------
-
-
-def record_feedback(
-    engine: Engine, labels: Sequence[tuple[str, int, int]]
-) -> tuple[int, list[tuple[str, int]]]:
-    """Store (request_id, row, label) for predictions that exist; repeating it changes nothing.
-
-    Returns how many were stored and the keys that match no logged prediction."""
-    keys = list(dict.fromkeys((request_id, row) for request_id, row, _ in labels))
-    known: set[tuple[str, int]] = set()
-    with engine.connect() as connection:
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            query = select(predictions_table.c.request_id, predictions_table.c.row_index).where(
-                tuple_(predictions_table.c.request_id, predictions_table.c.row_index).in_(chunk)
-            )
-            known.update((r, i) for r, i in connection.execute(query))
-    latest = {(r, i): label for r, i, label in labels}  # the last label given for a key wins
-    now = datetime.now(UTC)
-    values = [
-        {"request_id": r, "row_index": i, "label": label, "received_at": now}
-        for (r, i), label in latest.items()
-        if (r, i) in known
-    ]
-    if values:
-        with engine.begin() as connection:
-            connection.execute(_upsert(engine), values)  # executemany: one compiled statement
-    return len(values), [k for k in keys if k not in known]
-
-
-def _upsert(engine: Engine) -> Any:
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the two backends this project supports
-        raise NotImplementedError(f"no upsert for {engine.dialect.name}")
-    statement = insert(feedback_table)
-    return statement.on_conflict_do_update(
-        index_elements=["request_id", "row_index"],
-        set_={"label": statement.excluded.label, "received_at": statement.excluded.received_at},
-    )

@@ -146,7 +146,7 @@ def replay(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.replay", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m src.loop.replay", description=__doc__)
     parser.add_argument(
         "--url", required=True, help="the running service, e.g. http://127.0.0.1:8000"
     )

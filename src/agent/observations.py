@@ -1,0 +1,95 @@
+"""What the agent observes: metrics points and a drift report, read strictly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from src.errors import DataError
+
+Rate = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class MetricPoint(BaseModel):
+    """One monitoring point; `timestamp` is accepted for `ts`. Naive times are taken as UTC."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    ts: datetime = Field(validation_alias=AliasChoices("ts", "timestamp"), strict=False)
+    roc_auc: Rate
+    pr_auc: Rate
+    acc: Rate
+    latency_p95_ms: Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)]
+    error_rate: Rate
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        # Only ISO-8601 text: a bare number would be read as seconds since 1970, silently.
+        if not isinstance(value, str | datetime):
+            raise ValueError("ts must be an ISO-8601 date-time string")
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DriftSummary(BaseModel):
+    """The Part D drift report; extra keys (details, timestamps) are allowed and ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    overall_drift: bool
+    threshold: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+    features: dict[str, Annotated[float, Field(allow_inf_nan=False)] | None]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
+
+
+def parse_metrics_lines(lines: Sequence[str], *, source: str) -> list[MetricPoint]:
+    """JSON lines -> points ordered by time. Blank lines are skipped; a bad line is a DataError
+    naming `source` and the line number."""
+    points = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            points.append(MetricPoint.model_validate_json(line))
+        except ValidationError as exc:
+            raise DataError(f"{source}:{number}: {_first_error(exc)}") from None
+    if not points:
+        raise DataError(f"{source}: no metrics points")
+    return sorted(points, key=lambda p: p.ts)
+
+
+def load_metrics(path: Path) -> list[MetricPoint]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_metrics_lines(text.splitlines(), source=str(path))
+
+
+def load_drift(path: Path) -> DriftSummary:
+    try:
+        return DriftSummary.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValidationError as exc:
+        raise DataError(f"{path}: not a drift report ({_first_error(exc)})") from None

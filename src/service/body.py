@@ -1,0 +1,106 @@
+"""Reading a request: the raw body (bounded, gzip allowed), /predict's rows, the event time; and
+the one shape every error response has."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import HTTPException, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from src.contract import format_errors
+from src.predictor import Predictor
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> Response:
+    body: dict[str, Any] = {"detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) before parsing when over `limit`; gzip is inflated, bounded."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type.lower() not in JSON_TYPES:
+        raise HTTPException(415, f"Content-Type must be application/json, got '{content_type}'")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        return _inflate(bytes(body), limit)
+    if encoding != "identity":
+        raise HTTPException(
+            415, f"Content-Encoding '{encoding}' is not supported (use gzip or none)"
+        )
+    return bytes(body)
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise HTTPException(
+            400, "Content-Encoding is gzip but the body is not valid gzip"
+        ) from None
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise HTTPException(413, f"inflated body exceeds the limit of {limit} bytes")
+    return inflated
+
+
+def parse_rows(
+    body: bytes, predictor: Predictor, max_rows: int
+) -> tuple[list[dict[str, Any]], np.ndarray | None, Response | None]:
+    """(rows, encoded matrix from the fast path or None, None) or (_, _, the error response)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None  # the validator below reports it, with position
+    if type(parsed) is list:
+        if not parsed:
+            return [], None, error(400, "the body is an empty list; send at least one row")
+        if len(parsed) > max_rows:
+            return (
+                [],
+                None,
+                error(413, f"{len(parsed)} rows exceed the limit of {max_rows} per request"),
+            )
+        if predictor.engine != "pipeline":
+            matrix = predictor.encoder.encode(parsed)
+            if matrix is not None:
+                return parsed, matrix, None
+    try:
+        rows = predictor.adapter.validate_json(body)
+    except ValidationError as exc:
+        errors = format_errors(exc)
+        count = len(errors)
+        return [], None, error(400, f"invalid request: {count} error{'s' * (count != 1)}", errors)
+    return rows, None, None
+
+
+def event_time_of(request: Request, accept_header: bool) -> datetime:
+    """When the rows happened: now, or the X-Event-Time of a replay where the setting allows it."""
+    now = datetime.now(UTC)
+    header = request.headers.get("x-event-time") if accept_header else None
+    if header:
+        try:
+            stamp = datetime.fromisoformat(header)
+        except ValueError:
+            raise HTTPException(400, "X-Event-Time must be an ISO-8601 date-time") from None
+        now = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    request.state.event_time = now
+    return now

@@ -1,0 +1,113 @@
+"""The app factory: settings -> a FastAPI app with its lifespan, error handlers and routers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from src.service.body import error
+from src.service.observability import (
+    AccessLog,
+    RequestContextMiddleware,
+    ServiceMetrics,
+    configure_logging,
+)
+from src.service.openapi import install_openapi
+from src.service.routes import loop, operations, predict
+from src.service.state import ModelState, load_predictor, open_prediction_log, ship_every
+from src.settings import Settings, get_settings
+
+SHIP_SECONDS = 0.05  # how often the prediction log's pending requests go to its writer
+logger = logging.getLogger("service")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load and verify the model, open the log; at shutdown drain the log, losing nothing."""
+    settings: Settings = app.state.settings
+    configure_logging(settings.log_level)
+    app.state.model = load_predictor(settings)
+    app.state.prediction_log, app.state.prediction_log_status = open_prediction_log(
+        settings, app.state.metrics
+    )
+    shipping = None
+    if app.state.prediction_log is not None:
+        shipping = asyncio.create_task(ship_every(app.state.prediction_log, SHIP_SECONDS))
+    app.openapi_schema = None  # rebuild with the loaded model's categories
+    # Objects loaded so far live as long as the process: keep the GC from rescanning them
+    # (generation-2 collections were the p99 of large requests: docs/performance.md).
+    gc.freeze()
+    yield
+    # uvicorn has finished every in-flight request by now: drain the log, lose nothing.
+    if shipping is not None:
+        shipping.cancel()
+        app.state.prediction_log.close()
+        app.state.prediction_log, app.state.prediction_log_status = None, "closed"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as {"detail": ..., "errors"?: [...]}, never a traceback."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {
+                "row": None,
+                "field": ".".join(map(str, e["loc"])),
+                "message": e["msg"],
+                "type": e["type"],
+            }
+            for e in exc.errors()
+        ]
+        return error(400, "invalid request", errors)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        logger.exception(
+            "unhandled error", extra={"fields": {"request_id": request.state.request_id}}
+        )
+        return error(500, "internal error; the request id is in the X-Request-ID header")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Adult income classifier",
+        version="1.0.0",
+        description="Predicts whether income exceeds $50K from census attributes. "
+        "Sensitive attributes are accepted and ignored.",
+        lifespan=lifespan,
+        # No OpenTelemetry from FastAPI: nothing may leave the process (Prometheus is pulled).
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
+    )
+    app.state.settings = settings
+    app.state.metrics = ServiceMetrics()
+    app.state.model = ModelState()
+    app.state.prediction_log, app.state.prediction_log_status = None, "starting"
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        access_log=AccessLog(enabled=settings.log_requests),
+    )
+    install_error_handlers(app)
+    for routes in (predict, operations, loop):  # the hot path first: routes match in order
+        app.include_router(routes.build_router(settings))
+    install_openapi(app, settings.max_rows)
+    return app

@@ -1,0 +1,104 @@
+"""Operations: liveness, readiness, metadata, Prometheus metrics and the model report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from src.predictor import Predictor
+from src.service.body import error
+from src.service.models import ErrorResponse
+from src.service.state import ModelState, get_predictor, get_state
+from src.settings import Settings
+
+REPORT_FILE = "report.html"
+# The page is self-contained: forbid it everything but its own styles and data images.
+REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "The page"},
+    404: {
+        "description": "No report generated yet",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    },
+}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "Not ready, with the reason"}
+}
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health", summary="Liveness: the process is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/ready",
+        summary="Readiness: the model is loaded, verified and warmed up",
+        responses=NOT_READY,
+    )
+    async def ready(request: Request, state: Annotated[ModelState, Depends(get_state)]) -> Response:
+        if state.predictor is None:
+            return error(503, f"not ready: {state.reason}")
+        body = {
+            "status": "ready",
+            "model_version": state.predictor.version,
+            "engine": state.predictor.engine,
+            "prediction_log": request.app.state.prediction_log_status,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @router.get(
+        "/metadata",
+        summary="Model version, training metrics, threshold and input schema",
+        responses={503: {"model": ErrorResponse}},
+    )
+    async def metadata(predictor: Annotated[Predictor, Depends(get_predictor)]) -> dict[str, Any]:
+        return describe_model(predictor, settings)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics(request: Request) -> Response:
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get(
+        "/report",
+        summary="The latest model report: one self-contained HTML page",
+        response_class=HTMLResponse,
+        responses=REPORT_RESPONSES,
+    )
+    async def report() -> Response:
+        path = settings.artifacts_dir / REPORT_FILE
+        if not path.is_file():
+            return error(
+                404, f"no report yet: run python -m src.report --artifacts {settings.artifacts_dir}"
+            )
+        return FileResponse(
+            path, media_type="text/html", headers={"Content-Security-Policy": REPORT_POLICY}
+        )
+
+    return router
+
+
+def describe_model(predictor: Predictor, settings: Settings) -> dict[str, Any]:
+    manifest, metrics_json = predictor.bundle.manifest, predictor.bundle.metrics
+    return {
+        "model_version": predictor.version,
+        "git_sha": manifest.get("git_sha"),
+        "data_sha256": manifest["data_sha256"],
+        "trained_at": manifest["created_at"],
+        "engine": predictor.engine,
+        "decision_threshold": predictor.threshold,
+        "validation_metrics": {
+            k: metrics_json[k] for k in ("roc_auc", "pr_auc", "accuracy", "log_loss", "brier")
+        },
+        "acceptance": metrics_json["acceptance"],
+        "input_schema": predictor.contract.describe(),
+        "limits": {"max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes},
+        "links": {"report": "/report", "openapi": "/openapi.json", "docs": "/docs"},
+    }

@@ -1,0 +1,84 @@
+"""The layout's rules, read from the source: who may import whom, no cycles, short functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SRC = ROOT / "src"
+TRAINING = {"src.train", "src.features", "src.evaluate"}
+MAX_FUNCTION_LINES = 60
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The project modules `path` imports, at any depth of the file (lazy imports count)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("src"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("src"))
+    return found
+
+
+MODULES = {_module_name(p): p for p in SRC.rglob("*.py")}
+GRAPH = {name: {m for m in _imports(path) if m in MODULES} for name, path in MODULES.items()}
+
+
+def _reachable(start: str) -> set[str]:
+    seen, stack = set(), [start]
+    while stack:
+        for target in GRAPH[stack.pop()]:
+            if target not in seen:
+                seen.add(target)
+                stack.append(target)
+    return seen
+
+
+def _in(package: str) -> list[str]:
+    return sorted(m for m in MODULES if m == package or m.startswith(package + "."))
+
+
+def test_architecture_has_no_import_cycles() -> None:
+    cycles = [m for m in MODULES if m in _reachable(m)]
+    assert cycles == []
+
+
+@pytest.mark.parametrize(
+    "module", [*_in("src.service"), "src.predictor", "src.contract", "src.app"]
+)
+def test_architecture_serving_never_imports_training_code(module: str) -> None:
+    assert _reachable(module) & TRAINING == set()
+
+
+@pytest.mark.parametrize("module", [*_in("src.agent"), *_in("src.loop"), "src.drift"])
+def test_architecture_agent_loop_and_drift_never_import_the_service(module: str) -> None:
+    assert not any(m.startswith("src.service") or m == "src.app" for m in _reachable(module))
+
+
+@pytest.mark.parametrize("package", ["src.service", "src.service.routes", "src.loop", "src.agent"])
+def test_architecture_each_package_says_what_it_owns(package: str) -> None:
+    docstring = ast.get_docstring(ast.parse(MODULES[package].read_text()))
+    assert docstring is not None
+    assert len(docstring.splitlines()) >= 2
+
+
+def test_architecture_functions_fit_on_a_screen() -> None:
+    long = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert long == []
