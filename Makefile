@@ -1,17 +1,19 @@
 # Every target brings .venv up to date from the pinned requirement files first, so on a fresh
 # machine `make demo` and `make test` are all a newcomer needs.
+MAKEFLAGS += --no-print-directory
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PY := $(BIN)/python
 ARTIFACTS ?= artifacts
+LIVE ?= var/live
 TRIALS ?= 20
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock data train serve drift monitor report loop demo test lint format bench \
-	container-smoke \
+	container-smoke reference-run \
 	record-demo
 
 help:  ## list the targets
@@ -47,13 +49,17 @@ drift: $(STAMP)  ## drift of the shifted sample against the reference -> artifac
 monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
 	$(PY) -m src.agent_monitor --metrics data/metrics_history.jsonl --drift data/drift_latest.json --out $(ARTIFACTS)/agent_plan.yaml
 
-report: $(STAMP)  ## the model card -> artifacts/report.html (served at /report)
-	$(PY) -m src.report --artifacts $(ARTIFACTS) --out $(ARTIFACTS)/report.html
+report: $(STAMP)  ## the model card with the drift report and plan -> artifacts/report.html
+	$(PY) -m src.report --artifacts $(ARTIFACTS) --out $(ARTIFACTS)/report.html \
+		--drift $(ARTIFACTS)/drift_report.json --plan $(ARTIFACTS)/agent_plan.yaml --live $(LIVE)
 
 loop: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve, replay labelled traffic, monitor what was served
-	ARTIFACTS=$(ARTIFACTS) scripts/demo_loop.sh
+	ARTIFACTS=$(ARTIFACTS) MONITOR_LIVE_DIR=$(LIVE) scripts/demo_loop.sh
 
-demo: train drift monitor report loop  ## the main job, end to end
+demo: train drift monitor loop report  ## the main job, end to end (writes only ignored paths)
+
+reference-run: demo  ## refresh the committed reference run in docs/reference-run/
+	scripts/reference_run.sh
 
 record-demo: $(STAMP)  ## re-record `make demo` -> docs/demo.cast + docs/demo.gif
 	scripts/record_demo.sh

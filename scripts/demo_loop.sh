@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 ARTIFACTS=${ARTIFACTS:-artifacts}
-LIVE=$ARTIFACTS/live
+LIVE=${MONITOR_LIVE_DIR:-var/live}
 rm -rf "$LIVE"
 mkdir -p "$LIVE"
 db="sqlite:///$LIVE/predictions.db"
@@ -42,11 +42,17 @@ request = urllib.request.Request(f"{url}/monitor", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
 plan = json.load(urllib.request.urlopen(request, timeout=60))
 print(f"POST /monitor: status {plan['status']}, actions {', '.join(plan['actions'])}, "
-      f"page on-call: {plan['page_oncall']}")
+      f"page on-call: {'yes' if plan['page_oncall'] else 'no'}")
 PY
 
 kill -TERM "$pid"
 wait "$pid" || true
 trap - EXIT
-echo "== done: $LIVE/agent_plan.yaml"
-sed -n '1,12p' "$LIVE/agent_plan.yaml"
+echo "== the plan: $LIVE/agent_plan.yaml"
+"$BIN/python" - "$LIVE/agent_plan.yaml" <<'PY'
+import sys, yaml
+plan = yaml.safe_load(open(sys.argv[1]))
+print(f"status: {plan['status']} (page on-call: {'yes' if plan['page_oncall'] else 'no'})")
+print(f"actions, in order: {', '.join(plan['actions'])}")
+print(f"rationale: {plan['rationale']}")
+PY

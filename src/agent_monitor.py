@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from src.agent import LLMConfig, load_drift, load_metrics, monitor, plan_yaml
+from src.agent.observations import describe_drift, describe_metrics, file_origin
 from src.fileio import run_cli, write_text_atomic
 
 
@@ -34,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         llm = LLMConfig.from_env(required=args.llm)
         points = load_metrics(args.metrics)
         drift = load_drift(args.drift) if args.drift else None
-        plan = monitor(points, drift, now=datetime.now(UTC), llm=llm)
+        sources = {
+            "metrics": describe_metrics(points, file_origin(args.metrics)),
+            "drift": describe_drift(drift, file_origin(args.drift) if args.drift else {}),
+        }
+        plan = monitor(points, drift, now=datetime.now(UTC), llm=llm, sources=sources)
         write_text_atomic(args.out, plan_yaml(plan))
         print(f"status: {plan.status}; actions: {', '.join(plan.actions)}; wrote {args.out}")
         return 0

@@ -25,6 +25,10 @@ SAMPLE_FILE = "sample_rows.json"
 PREDICTIONS_FILE = "validation_predictions.csv"
 # The training part's features: the reference live traffic is compared against for drift.
 REFERENCE_FILE = "reference_rows.csv"
+# Gain and mean |SHAP| per model input.
+IMPORTANCES_FILE = "feature_importances.csv"
+# The model card, built by training: the service serves it with its live parts filled in.
+CARD_FILE = "model_card.html"
 MANIFEST_FILE = "manifest.json"
 PICKLES = (PIPELINE_FILE, MODEL_FILE)
 STAGING_PREFIX = ".staging-"
@@ -107,6 +111,11 @@ def write_artifact_set(outdir: Path, files: dict[str, bytes], manifest: dict[str
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def model_version(manifest: dict[str, Any]) -> str:
+    sha = (manifest.get("git_sha") or "nogit")[:12]
+    return f"{sha}-{manifest['data_sha256'][:12]}"
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     """A verified, loaded artifact set."""
@@ -116,17 +125,21 @@ class ModelBundle:
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     sample: dict[str, Any]
+    folder: Path
+    card: str | None  # the model card, when the set has one (sets before it did not)
 
     @property
     def version(self) -> str:
-        sha = (self.manifest.get("git_sha") or "nogit")[:12]
-        return f"{sha}-{self.manifest['data_sha256'][:12]}"
+        return model_version(self.manifest)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST_FILE
     if not path.is_file():
-        raise ArtifactError(f"{path}: no manifest; train first (make train)")
+        raise ArtifactError(
+            f"{path}: no manifest; train into this folder first "
+            f"(python -m src.train --data data/adult_synth.csv --outdir {folder})"
+        )
     try:
         manifest = json.loads(path.read_text())
         manifest["files"][MODEL_FILE]
@@ -167,6 +180,9 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     blobs = {name: read_verified(folder, name, manifest) for name in PICKLES}
     metrics = json.loads(read_verified(folder, METRICS_FILE, manifest))
     sample = json.loads(read_verified(folder, SAMPLE_FILE, manifest))
+    card = None
+    if CARD_FILE in manifest["files"]:
+        card = read_verified(folder, CARD_FILE, manifest).decode("utf-8")
     try:
         # Trust boundary: the artifact folder is trusted, and its hashes were just verified.
         pipeline = pickle.loads(blobs[PIPELINE_FILE])  # noqa: S301
@@ -178,5 +194,11 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             f"{folder}: the pickles do not hold a fitted pipeline and LightGBM model"
         )
     return ModelBundle(
-        pipeline=pipeline, model=model, manifest=manifest, metrics=metrics, sample=sample
+        pipeline=pipeline,
+        model=model,
+        manifest=manifest,
+        metrics=metrics,
+        sample=sample,
+        folder=folder,
+        card=card,
     )

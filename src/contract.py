@@ -81,8 +81,11 @@ class InputContract:
         return out
 
 
-def format_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Every error as {row, field, message, type}; row/field are null when they do not apply."""
+def format_errors(
+    exc: ValidationError, nullable: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """Every error as {row, field, message, type}; row/field are null when they do not apply.
+    For a field in `nullable`, the message says that null is allowed too."""
     errors = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = err["loc"]
@@ -97,5 +100,7 @@ def format_errors(exc: ValidationError) -> list[dict[str, Any]]:
             message = "the body must be a JSON list of rows (objects)"
         elif err["type"] == "dict_type":
             message = "each row must be a JSON object"
+        elif field in nullable and err["type"] in ("literal_error", "float_type"):
+            message = f"{message}, or null"
         errors.append({"row": row, "field": field, "message": message, "type": err["type"]})
     return errors

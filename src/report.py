@@ -1,18 +1,17 @@
 """A model card as one self-contained HTML page: inline SVG plots (matplotlib), inline CSS, no JS.
 
-`python -m src.report --artifacts artifacts/ --out artifacts/report.html`. Reads what training,
-the drift check and the agent wrote; every number on the page comes from those files.
+Training builds the card into the artifact set (model_card.html, hashed like every file), so it
+always describes the model it ships with; the service fills in its live parts (the served model's
+identity, the monitoring) when it serves /report. `python -m src.report --artifacts DIR` renders the
+whole page to a file, with the drift report and plan you name.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import io
 import json
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,31 @@ import yaml
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
-from src.artifacts import METRICS_FILE, PREDICTIONS_FILE, read_manifest
+from src.artifacts import (
+    IMPORTANCES_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    model_version,
+    read_manifest,
+    read_verified,
+)
 from src.errors import ArtifactError, DataError
 from src.evaluate import FAIRNESS_ATTRIBUTES, GAP_LIMIT
 from src.fileio import run_cli, write_text_atomic
+from src.pages import (
+    BADGES_SLOT,
+    MONITORING_SLOT,
+    SERVED_SLOT,
+    badge,
+    esc,
+    fill,
+    fmt,
+    monitoring_badges,
+    monitoring_section,
+    read_monitoring,
+    served_block,
+    table,
+)
 
 MODEL_COLOR, BASELINE_COLOR, ALERT_COLOR, MUTED = "#1f5fa8", "#9a9a9a", "#c0392b", "#6b7280"
 plt.rcParams.update(
@@ -54,37 +74,6 @@ def svg(fig: plt.Figure) -> str:
     text = buffer.getvalue()
     start = text.index("<svg")
     return text[start:].replace("<svg ", '<svg role="img" preserveAspectRatio="xMidYMid meet" ', 1)
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return esc(value)
-
-
-_NUMBER = re.compile(r"^(<[^>]+>)*[-+]?[\d,]*\.?\d+%?(<[^>]+>)*$")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """An HTML table; cells that hold a number are right-aligned."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{cell}</td>' if _NUMBER.match(str(cell)) else f"<td>{cell}</td>"
-            for cell in row
-        )
-        + "</tr>"
-        for row in rows
-    )
-    inner = f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-    return f'<div class="scroll"><table>{inner}</table></div>'
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -230,29 +219,6 @@ def importance_figure(importances: pd.DataFrame) -> str:
     return svg(fig)
 
 
-def drift_figure(report: dict[str, Any]) -> str:
-    details = report["details"]
-    names = sorted(details, key=lambda n: details[n]["psi"] or 0)
-    psi = [details[n]["psi"] or 0 for n in names]
-    noise = [details[n].get("psi_noise_p95") or 0 for n in names]
-    fig, ax = plt.subplots(figsize=(6, 0.32 * len(names) + 1.2))
-    colors = [ALERT_COLOR if details[n]["drifted"] else MODEL_COLOR for n in names]
-    ax.barh(names, psi, color=colors, height=0.6, label="PSI")
-    ax.scatter(
-        noise, names, marker="|", s=120, color="#111", label="noise level (95th pct)", zorder=3
-    )
-    ax.axvline(
-        report["threshold"],
-        color=ALERT_COLOR,
-        linestyle="--",
-        linewidth=1,
-        label=f"threshold {report['threshold']}",
-    )
-    ax.set(xlabel="PSI (new vs reference)", title="Feature drift (red: drifted)")
-    ax.legend(frameon=False, loc="lower right")
-    return svg(fig)
-
-
 # --- the page -----------------------------------------------------------------------------------
 
 CSS = (Path(__file__).parent / "report.css").read_text()
@@ -262,77 +228,43 @@ def _kpi(value: str, label: str) -> str:
     return f'<div class="kpi"><b>{value}</b><span>{esc(label)}</span></div>'
 
 
-def _read_optional(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    text = path.read_text()
-    return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-
-
-def build_report(
-    artifacts: Path, *, drift_path: Path | None = None, plan_path: Path | None = None
+def build_card(
+    metrics: dict[str, Any], predictions: pd.DataFrame, importances: pd.DataFrame
 ) -> str:
-    """The page's HTML from the files in `artifacts` (drift report and plan are optional)."""
-    manifest = read_manifest(artifacts)
-    try:
-        metrics = json.loads((artifacts / METRICS_FILE).read_text())
-        predictions = pd.read_csv(artifacts / PREDICTIONS_FILE)
-        importances = pd.read_csv(artifacts / "feature_importances.csv")
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{artifacts}: incomplete artifact set ({exc})") from None
-    drift = _read_optional(drift_path or artifacts / "drift_report.json")
-    plan = _read_optional(plan_path or artifacts / "agent_plan.yaml")
-    version = f"{(manifest.get('git_sha') or 'nogit')[:12]}-{manifest['data_sha256'][:12]}"
+    """The model card, built at training time from what training measured. Its live parts (the
+    served model's identity and the monitoring) are slots, filled when the page is served."""
     sections = [
-        _details_section(metrics, manifest, version),
+        SERVED_SLOT,
+        _details_section(metrics),
         _quality_section(metrics, predictions),
         _fairness_section(metrics),
         _importance_section(importances),
-        _monitoring_section(drift, plan),
+        MONITORING_SLOT,
         _limits_section(metrics),
     ]
-    generated = datetime.now(UTC).isoformat(timespec="seconds")
-    meta = f"version {esc(version)} · trained {esc(manifest['created_at'])} · page {esc(generated)}"
+    meta = f"trained {esc(metrics['timestamp'])} · git {esc(metrics.get('git_sha') or 'unknown')}"
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Model card: adult income classifier {esc(version)}</title>"
+        f"<title>Model card: adult income classifier, trained {esc(metrics['timestamp'])}</title>"
         f"<style>{CSS}</style></head><body>"
         '<header><div class="inner"><h1>Model card: adult income classifier</h1>'
         f'<div class="meta">{meta}</div>'
-        f'<div class="badges">{_badges(metrics, drift, plan)}</div></div></header>'
+        f'<div class="badges">{_acceptance_badge(metrics)}{BADGES_SLOT}</div></div></header>'
         f"<main>{''.join(sections)}</main></body></html>\n"
     )
 
 
-def _badge(klass: str, text: str) -> str:
-    return f'<span class="badge {klass}">{esc(text)}</span>'
-
-
-STATUS_CLASS = {"healthy": "ok", "warn": "warn", "critical": "bad"}
-
-
-def _badges(metrics: dict[str, Any], drift: Any, plan: Any) -> str:
+def _acceptance_badge(metrics: dict[str, Any]) -> str:
     acceptance = metrics["acceptance"]
     verdict = "passed" if acceptance["passed"] else "FAILED"
-    badges = [
-        _badge(
-            "ok" if acceptance["passed"] else "bad",
-            f"acceptance {verdict}: ROC-AUC {metrics['roc_auc']:.3f} vs bar "
-            f"{acceptance['min_roc_auc']}",
-        )
-    ]
-    if plan:
-        badges.append(
-            _badge(STATUS_CLASS.get(plan["status"], "warn"), f"monitor: {plan['status']}")
-        )
-    if drift:
-        drifted = drift["overall_drift"]
-        badges.append(_badge("warn" if drifted else "ok", f"drift: {'yes' if drifted else 'no'}"))
-    return "".join(badges)
+    text = (
+        f"acceptance {verdict}: ROC-AUC {metrics['roc_auc']:.3f} vs bar {acceptance['min_roc_auc']}"
+    )
+    return badge("ok" if acceptance["passed"] else "bad", text)
 
 
-def _details_section(metrics: dict[str, Any], manifest: dict[str, Any], version: str) -> str:
+def _details_section(metrics: dict[str, Any]) -> str:
     params = table(
         ["hyper-parameter", "value"],
         [
@@ -355,8 +287,7 @@ def _details_section(metrics: dict[str, Any], manifest: dict[str, Any], version:
     ]
     kpis = "".join(
         [
-            _kpi(esc(version), "version (git SHA - data hash)"),
-            _kpi(esc(manifest["created_at"][:19].replace("T", " ")), "trained (UTC)"),
+            _kpi(esc(metrics["timestamp"][:19].replace("T", " ")), "trained (UTC)"),
             _kpi(f"{metrics['n_train']:,} / {metrics['n_val']:,}", "train / validation rows"),
             _kpi(f"{metrics.get('train_seconds') or 0:.0f} s", "training time"),
         ]
@@ -374,7 +305,20 @@ def _details_section(metrics: dict[str, Any], manifest: dict[str, Any], version:
         f'<div class="grid"><div>{params}</div>{search}</div>'
         "<h3>Against the baseline</h3>"
         + table(["model", "ROC-AUC", "PR-AUC", "accuracy", "log loss", "Brier"], rows)
+        + _baseline_verdict(metrics["baseline"].get("comparison"))
         + "</section>"
+    )
+
+
+def _baseline_verdict(comparison: dict[str, Any] | None) -> str:
+    if comparison is None:
+        return ""
+    low, high = comparison["ci95"]
+    klass = "bad" if comparison["verdict"] == "baseline better" else ""
+    return (
+        f"<p>ROC-AUC difference, model minus baseline: {comparison['roc_auc_difference']:+.4f} "
+        f"(paired bootstrap 95% interval {low:+.4f} to {high:+.4f}): "
+        f'<b class="{klass}">{esc(comparison["verdict"])}</b>.</p>'
     )
 
 
@@ -507,15 +451,6 @@ def _limits_section(metrics: dict[str, Any]) -> str:
     return f'<section id="use"><h2>Intended use and limits</h2><ul>{body}</ul></section>'
 
 
-def _plain(value: Any) -> str:
-    """A finding's value as a person would write it: [{'age': 0.9}] -> 'age 0.9'."""
-    if isinstance(value, list):
-        return "; ".join(_plain(v) for v in value) or "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {v}" for k, v in value.items())
-    return "n/a" if value is None else str(value)
-
-
 def _gap(value: float | None) -> str:
     text = fmt(value)
     return (
@@ -525,60 +460,50 @@ def _gap(value: float | None) -> str:
     )
 
 
-def _monitoring_section(drift: dict[str, Any] | None, plan: dict[str, Any] | None) -> str:
-    parts = ['<section id="monitoring"><h2>Drift and monitoring</h2>']
-    if drift:
-        details = drift["details"]
-        rows = [
-            [
-                esc(n),
-                esc(d["role"].replace("_", " ")),
-                fmt(d["psi"]),
-                fmt(d.get("psi_noise_p95")),
-                '<span class="bad"><b>drifted</b></span>' if d["drifted"] else "ok",
-            ]
-            for n, d in sorted(details.items(), key=lambda item: -(item[1]["psi"] or 0))
-        ]
-        parts.append(
-            f"<p>Latest drift report: threshold {drift['threshold']}, overall drift "
-            f"<b>{'yes' if drift['overall_drift'] else 'no'}</b>. The noise level is the PSI that "
-            "sampling alone gives for these sample sizes (95th percentile).</p>"
-            f"<figure>{drift_figure(drift)}</figure>"
-            + table(["feature", "role", "PSI", "noise level", "verdict"], rows)
-        )
-    else:
-        parts.append("<p>No drift report yet (<code>python -m src.drift</code> writes one).</p>")
-    if plan:
-        klass = {"healthy": "ok", "warn": "warn", "critical": "bad"}.get(plan["status"], "warn")
-        findings = "".join(
-            "<li>" + esc(", ".join(f"{k}: {_plain(v)}" for k, v in f.items())) + "</li>"
-            for f in plan["findings"]
-        )
-        parts.append(
-            f'<h3>Monitoring agent: <span class="{klass}">{esc(plan["status"])}</span></h3>'
-            f"<p>{esc(plan['rationale'])}</p>"
-            f"<p>Actions: {esc(', '.join(plan['actions']))}; page on-call: "
-            f"{'yes' if plan['page_oncall'] else 'no'}.</p><h3>Findings</h3><ul>{findings}</ul>"
-        )
-    else:
-        parts.append(
-            "<p>No monitoring plan yet (<code>python -m src.agent_monitor</code> writes one).</p>"
-        )
-    parts.append("</section>")
-    return "".join(parts)
+def build_report(
+    artifacts: Path,
+    *,
+    drift_path: Path | None = None,
+    plan_path: Path | None = None,
+    live: Path | None = None,
+) -> str:
+    """The whole page for the set in `artifacts`, its live parts from the given files."""
+    manifest = read_manifest(artifacts)
+    try:
+        metrics = json.loads(read_verified(artifacts, METRICS_FILE, manifest))
+        predictions = pd.read_csv(artifacts / PREDICTIONS_FILE)
+        importances = pd.read_csv(artifacts / IMPORTANCES_FILE)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{artifacts}: incomplete artifact set ({exc})") from None
+    results = []
+    if live is not None and (live / "agent_plan.yaml").is_file():
+        plan, drift = live / "agent_plan.yaml", live / "drift_report.json"
+        results.append(read_monitoring(f"live loop ({live})", plan, drift))
+    if drift_path or plan_path:
+        label = "the plan and drift report named on the command line"
+        results.append(read_monitoring(label, plan_path, drift_path))
+    return fill(
+        build_card(metrics, predictions, importances),
+        served=served_block(manifest, model_version(manifest)),
+        badges=monitoring_badges(results),
+        monitoring=monitoring_section(results),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--out", type=Path, help="default: <artifacts>/report.html")
-    parser.add_argument("--drift", type=Path, help="default: <artifacts>/drift_report.json")
-    parser.add_argument("--plan", type=Path, help="default: <artifacts>/agent_plan.yaml")
+    parser.add_argument("--drift", type=Path, help="a drift report to show, with its provenance")
+    parser.add_argument("--plan", type=Path, help="an agent plan (YAML) to show")
+    parser.add_argument("--live", type=Path, help="the live loop's output folder, if it ran")
     args = parser.parse_args(argv)
 
     def body() -> int:
         try:
-            page = build_report(args.artifacts, drift_path=args.drift, plan_path=args.plan)
+            page = build_report(
+                args.artifacts, drift_path=args.drift, plan_path=args.plan, live=args.live
+            )
         except (KeyError, yaml.YAMLError, json.JSONDecodeError) as exc:
             raise DataError(f"{args.artifacts}: a report input is malformed ({exc})") from None
         out = args.out or args.artifacts / "report.html"

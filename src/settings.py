@@ -29,6 +29,8 @@ class Settings(BaseSettings):
         Path("data/metrics_history.jsonl"), alias="MONITOR_METRICS_PATH"
     )
     monitor_drift_path: Path = Field(Path("data/drift_latest.json"), alias="MONITOR_DRIFT_PATH")
+    # Where the live loop's outputs land (src.monitor_window, the agent's plan): /report shows them.
+    monitor_live_dir: Path = Field(Path("var/live"), alias="MONITOR_LIVE_DIR")
     monitor_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, alias="MONITOR_MAX_BODY_BYTES")
     # The prediction log: SQLite under PREDICTION_LOG_DIR unless DATABASE_URL names a database.
     log_predictions: bool = Field(True, alias="LOG_PREDICTIONS")

@@ -80,7 +80,7 @@ GOLDEN = {
         dict(last_roc=0.90 * 0.93),
         False,
         "critical",
-        ["trigger_retraining", "roll_back_model", "open_incident"],
+        ["roll_back_model", "open_incident", "trigger_retraining"],  # stop the harm, then repair
     ),
     "critical_drift_pr": (
         dict(last_pr=0.70 * 0.94),
@@ -341,7 +341,7 @@ def test_llm_good_reply_writes_the_rationale_within_the_allowed_actions(stub: st
     )
     plan = _llm_plan(stub, history(last_roc=0.85))
     assert plan.rationale == "AUC is sliding; retrain on last week's data."
-    assert plan.actions == ["trigger_retraining", "open_incident"]
+    assert plan.actions == ["open_incident", "trigger_retraining"]  # the safe order
     assert plan.findings[-1]["dropped_actions"] == ["format_disk"]
     request = StubLLM.seen[0]
     assert request["path"] == "/v1/chat/completions"

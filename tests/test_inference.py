@@ -43,7 +43,9 @@ def http(method: str, url: str, body: Any = None) -> tuple[int, dict[str, Any]]:
 class Server:
     """uvicorn serving `artifacts` on 127.0.0.1; stopped with SIGTERM like any process manager."""
 
-    def __init__(self, artifacts: Path, **env: str) -> None:
+    def __init__(
+        self, artifacts: Path, *, uvicorn_args: tuple[str, ...] = ("--no-access-log",), **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: nobody reads a pipe during a load test, and a full pipe would block
@@ -59,7 +61,7 @@ class Server:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--no-access-log",
+                *uvicorn_args,
             ],
             cwd=ROOT,
             env={**os.environ, "ARTIFACTS_DIR": str(artifacts), **env},

@@ -20,7 +20,7 @@ from src.report import fmt
 from tests.conftest import DATA
 from tests.test_inference import Server, http
 
-SECTIONS = ("details", "quality", "fairness", "importance", "monitoring", "use")
+SECTIONS = ("served", "details", "quality", "fairness", "importance", "monitoring", "use")
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -46,7 +46,13 @@ def report_dir(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         str(folder / "agent_plan.yaml"),
     ]
     assert agent_monitor.main(plan_args) == 0
-    assert report.main(["--artifacts", str(folder)]) == 0
+    given = [
+        "--drift",
+        str(folder / "drift_report.json"),
+        "--plan",
+        str(folder / "agent_plan.yaml"),
+    ]
+    assert report.main(["--artifacts", str(folder), *given]) == 0
     return folder
 
 
@@ -58,9 +64,8 @@ def page(report_dir: Path) -> str:
 def test_the_page_holds_every_section(page: str) -> None:
     for section in SECTIONS:
         assert f'<section id="{section}">' in page
-    assert (
-        page.count("<svg") >= 9
-    )  # ROC, PR, calibration, scores, HPO, 2 fairness, importance, drift
+    # ROC, PR, calibration, scores, HPO, 2 fairness, importance (drift is an HTML table)
+    assert page.count("<svg") >= 8
 
 
 def test_the_page_is_self_contained(page: str) -> None:
@@ -93,16 +98,25 @@ def test_drift_and_the_agent_are_on_the_page(page: str, report_dir: Path) -> Non
     for name, detail in drift_report["details"].items():
         assert f"<td>{name}</td>" in page
         assert fmt(detail["psi"]) in page
-    assert 'Monitoring agent: <span class="warn">warn</span>' in page
+    assert 'Agent verdict: <b class="warn">warn</b>' in page
     assert "trigger_retraining" in page
+
+
+def test_report_monitoring_names_its_sources(page: str, report_dir: Path) -> None:
+    # Each result says which files it judged, how many points, and when they were written.
+    assert f"path {DATA / 'metrics_history.jsonl'}" in page
+    assert "points 200" in page
+    assert f"Drift report from {report_dir / 'drift_report.json'} (written " in page
+    assert "500 new vs 500 reference rows" in page
+    assert "the plan and drift report named on the command line" in page
 
 
 def test_the_page_works_without_drift_or_plan(artifacts_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     assert report.main(["--artifacts", str(artifacts_dir), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "No drift report yet" in text
-    assert "No monitoring plan yet" in text
+    assert "No monitoring result for this service yet" in text
+    assert "monitor:" not in text  # no badge claims a verdict nobody computed
 
 
 def test_the_cli_fails_in_one_line_without_artifacts(

@@ -66,6 +66,8 @@ class Evidence:
     roc_auc_drop: float | None
     pr_auc_drop: float | None
     latency_recent: list[float]
+    latency_over: int  # latest points in a row over the limit
+    latency_over_hours: float  # the hours that streak spans
     drift: DriftSummary | None
     points: list[MetricPoint] = field(repr=False)
 
@@ -74,6 +76,7 @@ class Evidence:
         last = len(points) - 1
         roc_median, window = _median_before(points, last, "roc_auc")
         pr_median, _ = _median_before(points, last, "pr_auc")
+        over, over_hours = _streak(points, lambda i: points[i].latency_p95_ms > LATENCY_LIMIT_MS)
         return cls(
             latest=points[last],
             window_points=window,
@@ -82,6 +85,8 @@ class Evidence:
             roc_auc_drop=drop_pct(points, last, "roc_auc"),
             pr_auc_drop=drop_pct(points, last, "pr_auc"),
             latency_recent=[p.latency_p95_ms for p in points[-LATENCY_POINTS:]],
+            latency_over=over,
+            latency_over_hours=over_hours,
             drift=drift,
             points=points,
         )
@@ -110,12 +115,11 @@ def findings_for(e: Evidence) -> list[dict[str, Any]]:
         "margin_to_critical_pct": _r(None if e.roc_auc_drop is None else 6.0 - e.roc_auc_drop, 1),
         "breach_hours": _r(drop_streak("roc_auc", 3.0), 1),
     }
-    over, over_hours = _streak(points, lambda i: points[i].latency_p95_ms > LATENCY_LIMIT_MS)
     latency = {
         "latency_p95_ms": round(e.latest.latency_p95_ms),
         "limit_ms": LATENCY_LIMIT_MS,
-        "points_over_limit_in_a_row": over,
-        "breach_hours": round(over_hours, 1),
+        "points_over_limit_in_a_row": e.latency_over,
+        "breach_hours": round(e.latency_over_hours, 1),
     }
     drift: dict[str, Any] = {"drift_overall": None if e.drift is None else e.drift.overall_drift}
     if e.drift is None:

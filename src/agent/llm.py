@@ -107,6 +107,7 @@ def apply_llm(verdict: Verdict, plan: AgentPlan, config: LLMConfig, *, now: date
         now=now,
         rationale=reply.rationale,
         extra=[a for a in reply.extra_actions if a in ACTIONS],
+        sources=plan.sources,
     )
     actions = [a for a in updated.actions if a != "do_nothing"] or ["do_nothing"]
     return updated.model_copy(update={"findings": [*updated.findings, notes], "actions": actions})

@@ -48,6 +48,9 @@ class DriftSummary(BaseModel):
     overall_drift: bool
     threshold: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
     features: dict[str, Annotated[float, Field(allow_inf_nan=False)] | None]
+    # Provenance, when the report carries it: when it was computed and over which window.
+    timestamp: str | None = Field(default=None, max_length=64)
+    window: dict[str, int] | None = None
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -93,3 +96,31 @@ def load_drift(path: Path) -> DriftSummary:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     except ValidationError as exc:
         raise DataError(f"{path}: not a drift report ({_first_error(exc)})") from None
+
+
+# --- provenance: where each observation came from -----------------------------------------------
+
+
+def file_origin(path: Path) -> dict[str, Any]:
+    modified = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return {"from": "file", "path": str(path), "modified": modified}
+
+
+def describe_metrics(points: Sequence[MetricPoint], origin: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **origin,
+        "points": len(points),
+        "first_ts": points[0].ts.isoformat() if points else None,
+        "last_ts": points[-1].ts.isoformat() if points else None,
+    }
+
+
+def describe_drift(drift: DriftSummary | None, origin: dict[str, Any]) -> dict[str, Any]:
+    if drift is None:
+        return {"from": "none", "note": "no drift report given: drift unknown"}
+    out = {**origin}
+    if drift.timestamp:
+        out["computed"] = drift.timestamp
+    if drift.window:
+        out.update({f"window_{k}": v for k, v in drift.window.items()})
+    return out

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from src.agent.evidence import LATENCY_LIMIT_MS, findings_for
-from src.agent.rules import ACTIONS, Action, Status, Verdict
+from src.agent.rules import ACTION_NOTES, ACTION_ORDER, ACTIONS, Action, Status, Verdict
 
 
 class AgentPlan(BaseModel):
@@ -25,6 +25,12 @@ class AgentPlan(BaseModel):
     rationale: str = Field(min_length=1, max_length=2000)
     rules_fired: list[str]
     generated_at: str
+    action_notes: dict[str, str] = Field(
+        default={}, description="What each action in this plan means, where the name is terse."
+    )
+    sources: dict[str, dict[str, Any]] = Field(
+        default={}, description="Where each input came from: the request body or a file."
+    )
 
     @field_validator("actions")
     @classmethod
@@ -48,15 +54,19 @@ def rules_rationale(verdict: Verdict) -> str:
         if rule.name.startswith("roc_auc"):
             sentences.append(f"ROC-AUC fell {e.roc_auc_drop:.1f}% vs its 7-day median")
         elif rule.name == "latency_p95_warn":
-            recent = ", ".join(f"{v:.0f}" for v in e.latency_recent)
             sentences.append(
-                f"p95 latency > {LATENCY_LIMIT_MS:.0f} ms for two points ({recent} ms)"
+                f"p95 latency over {LATENCY_LIMIT_MS:.0f} ms on the last {e.latency_over} points "
+                f"in a row ({e.latency_over_hours:.0f} h; latest "
+                f"{e.latest.latency_p95_ms:.0f} ms)"
             )
         else:
             sentences.append(f"drift is present and PR-AUC fell {e.pr_auc_drop:.1f}%")
     text = "; ".join(dict.fromkeys(sentences)) + "."
     if verdict.status == "critical":
-        text += " Page on-call, open an incident, and follow the actions in order."
+        text += (
+            " Page on-call and follow the actions in order: stop the harm first (roll back, "
+            "open the incident), then retrain."
+        )
     elif (
         e.drift
         and e.drift.overall_drift
@@ -69,11 +79,21 @@ def rules_rationale(verdict: Verdict) -> str:
     return text[0].upper() + text[1:]
 
 
+def order_actions(actions: Sequence[str]) -> list[str]:
+    """The allowed actions, each once, in the safe order: stop the harm, then repair."""
+    chosen = {a for a in actions if a in ACTIONS}
+    return [a for a in ACTION_ORDER if a in chosen] or ["do_nothing"]
+
+
 def build_plan(
-    verdict: Verdict, *, now: datetime, rationale: str | None = None, extra: Sequence[str] = ()
+    verdict: Verdict,
+    *,
+    now: datetime,
+    rationale: str | None = None,
+    extra: Sequence[str] = (),
+    sources: dict[str, dict[str, Any]] | None = None,
 ) -> AgentPlan:
-    actions = [a for rule in verdict.fired for a in rule.actions] + list(extra)
-    actions = list(dict.fromkeys(a for a in actions if a in ACTIONS)) or ["do_nothing"]
+    actions = order_actions([a for rule in verdict.fired for a in rule.actions] + list(extra))
     return AgentPlan(
         status=verdict.status,
         findings=findings_for(verdict.evidence),
@@ -82,6 +102,8 @@ def build_plan(
         rationale=rationale or rules_rationale(verdict),
         rules_fired=[r.name for r in verdict.fired],
         generated_at=now.isoformat(timespec="seconds"),
+        action_notes={a: ACTION_NOTES[a] for a in actions if a in ACTION_NOTES},
+        sources=sources or {},
     )
 
 

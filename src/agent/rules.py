@@ -16,6 +16,24 @@ Action = Literal[
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 SEVERITY: dict[str, int] = {"healthy": 0, "warn": 1, "critical": 2}
+# The order a plan lists (and the executor takes) its actions: stop the harm first (serve the last
+# good model, tell people), then repair (retrain), then tune capacity.
+ACTION_ORDER: tuple[str, ...] = (
+    "roll_back_model",
+    "open_incident",
+    "trigger_retraining",
+    "raise_thresholds",
+    "do_nothing",
+)
+# The spec names the actions; where a name could mislead, the plan says what it means.
+ACTION_NOTES: dict[str, str] = {
+    "raise_thresholds": (
+        "raise the serving capacity limits that hold p95 latency (autoscaling max instances, "
+        "concurrency per instance); not the alert thresholds, not the decision threshold"
+    ),
+    "roll_back_model": "serve the previous champion again",
+    "trigger_retraining": "train a challenger on recent labelled traffic, then gate it",
+}
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def parse_rows(
     try:
         rows = predictor.adapter.validate_json(body)
     except ValidationError as exc:
-        errors = format_errors(exc)
+        errors = format_errors(exc, predictor.contract.nullable)
         count = len(errors)
         return [], None, error(400, f"invalid request: {count} error{'s' * (count != 1)}", errors)
     return rows, None, None

@@ -7,10 +7,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 
 from src.service.body import error
 from src.service.observability import (
@@ -20,10 +23,13 @@ from src.service.observability import (
     configure_logging,
 )
 from src.service.openapi import install_openapi
-from src.service.routes import loop, operations, predict
+from src.service.routes import loop, operations, pages, predict
+from src.service.routes.pages import DOCS_ASSETS
 from src.service.state import ModelState, load_predictor, open_prediction_log, ship_every
 from src.settings import Settings, get_settings
 
+# Swagger UI 5 and its styles, from a pinned package (fastapi-offline, MIT): no CDN.
+SWAGGER_UI_FILES = Path(fastapi_offline.__file__).parent / "static"
 SHIP_SECONDS = 0.05  # how often the prediction log's pending requests go to its writer
 logger = logging.getLogger("service")
 
@@ -33,6 +39,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load and verify the model, open the log; at shutdown drain the log, losing nothing."""
     settings: Settings = app.state.settings
     configure_logging(settings.log_level)
+    if settings.log_requests:
+        # The service writes its own access line (with request id and rows): uvicorn's would
+        # log every request a second time.
+        logging.getLogger("uvicorn.access").disabled = True
     app.state.model = load_predictor(settings)
     app.state.prediction_log, app.state.prediction_log_status = open_prediction_log(
         settings, app.state.metrics
@@ -88,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Predicts whether income exceeds $50K from census attributes. "
         "Sensitive attributes are accepted and ignored.",
         lifespan=lifespan,
+        docs_url=None,  # served by the operations router from local files (no CDN)
+        redoc_url=None,
         # No OpenTelemetry from FastAPI: nothing may leave the process (Prometheus is pulled).
         telemetry={
             "tracing": False,
@@ -107,7 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=AccessLog(enabled=settings.log_requests),
     )
     install_error_handlers(app)
-    for routes in (predict, operations, loop):  # the hot path first: routes match in order
+    for routes in (predict, operations, loop, pages):  # the hot path first: routes match in order
         app.include_router(routes.build_router(settings))
+    app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI_FILES), name="docs-assets")
     install_openapi(app, settings.max_rows)
     return app

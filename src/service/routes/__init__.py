@@ -1,2 +1,3 @@
-"""One router per concern: predict; operations (health, readiness, metadata, metrics, report);
-the loop (feedback, monitor). Each is built from the settings, which fix its limits."""
+"""One router per concern: predict; operations (health, readiness, metadata, metrics); the loop
+(feedback, monitor); pages for people (index, model card, docs). Each is built from the settings,
+which fix its limits."""

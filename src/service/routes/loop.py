@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Request
 
-from src.agent import AgentPlan, LLMConfig, load_drift, load_metrics, monitor
+from src.agent import (
+    AgentPlan,
+    DriftSummary,
+    LLMConfig,
+    MetricPoint,
+    load_drift,
+    load_metrics,
+    monitor,
+)
+from src.agent.observations import describe_drift, describe_metrics, file_origin
 from src.errors import DataError
 from src.loop.feedback import record_feedback
 from src.service.models import (
@@ -18,6 +27,33 @@ from src.service.models import (
     MonitorRequest,
 )
 from src.settings import Settings
+
+
+def observations_for(
+    payload: MonitorRequest, settings: Settings
+) -> tuple[list[MetricPoint], DriftSummary | None, dict[str, dict[str, Any]]]:
+    """What the body carries and where each input came from (the answer says so).
+
+    An empty body judges the configured files. Metrics a body leaves out come from the configured
+    file; a drift report it leaves out is unknown, never taken from a file that describes some
+    other window."""
+    body = {"from": "request body"}
+    if payload.metrics:
+        points = sorted(payload.metrics, key=lambda p: p.ts)
+        metrics_origin = body
+    else:
+        points = load_metrics(settings.monitor_metrics_path)
+        metrics_origin = {**file_origin(settings.monitor_metrics_path), "default": True}
+    drift, drift_origin = payload.drift, body
+    empty_body = payload.metrics is None and payload.drift is None
+    if empty_body and settings.monitor_drift_path.is_file():
+        drift = load_drift(settings.monitor_drift_path)
+        drift_origin = {**file_origin(settings.monitor_drift_path), "default": True}
+    sources = {
+        "metrics": describe_metrics(points, metrics_origin),
+        "drift": describe_drift(drift, drift_origin),
+    }
+    return points, drift, sources
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -39,15 +75,15 @@ def build_router(settings: Settings) -> APIRouter:
         # A plain def: FastAPI runs it in a worker thread, since it may read files or ask an LLM.
         payload = payload or MonitorRequest()
         try:
-            points = payload.metrics or load_metrics(settings.monitor_metrics_path)
-            drift = payload.drift
-            if drift is None and settings.monitor_drift_path.is_file():
-                drift = load_drift(settings.monitor_drift_path)
+            points, drift, sources = observations_for(payload, settings)
         except DataError as exc:
             raise HTTPException(503, f"default monitoring files unusable: {exc}") from None
-        sorted_points = sorted(points, key=lambda p: p.ts)
         return monitor(
-            sorted_points, drift, now=datetime.now(UTC), llm=LLMConfig.from_env(required=False)
+            points,
+            drift,
+            now=datetime.now(UTC),
+            llm=LLMConfig.from_env(required=False),
+            sources=sources,
         )
 
     @router.post(

@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness, metadata, Prometheus metrics and the model report."""
+"""Operations: liveness, readiness, metadata and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from src.predictor import Predictor
@@ -15,16 +15,6 @@ from src.service.models import ErrorResponse
 from src.service.state import ModelState, get_predictor, get_state
 from src.settings import Settings
 
-REPORT_FILE = "report.html"
-# The page is self-contained: forbid it everything but its own styles and data images.
-REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/html": {}}, "description": "The page"},
-    404: {
-        "description": "No report generated yet",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-    },
-}
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Not ready, with the reason"}
 }
@@ -66,22 +56,6 @@ def build_router(settings: Settings) -> APIRouter:
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @router.get(
-        "/report",
-        summary="The latest model report: one self-contained HTML page",
-        response_class=HTMLResponse,
-        responses=REPORT_RESPONSES,
-    )
-    async def report() -> Response:
-        path = settings.artifacts_dir / REPORT_FILE
-        if not path.is_file():
-            return error(
-                404, f"no report yet: run python -m src.report --artifacts {settings.artifacts_dir}"
-            )
-        return FileResponse(
-            path, media_type="text/html", headers={"Content-Security-Policy": REPORT_POLICY}
-        )
-
     return router
 
 
@@ -100,5 +74,10 @@ def describe_model(predictor: Predictor, settings: Settings) -> dict[str, Any]:
         "acceptance": metrics_json["acceptance"],
         "input_schema": predictor.contract.describe(),
         "limits": {"max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes},
-        "links": {"report": "/report", "openapi": "/openapi.json", "docs": "/docs"},
+        "files": manifest["files"],
+        "links": {
+            **({"report": "/report"} if predictor.bundle.card else {}),
+            "openapi": "/openapi.json",
+            "docs": "/docs",
+        },
     }
