@@ -47,7 +47,9 @@ ls -l "$work"
 
 step "serve from those artifacts"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$engine" run -d --name "$NAME" --network host -e PORT="$port" -v "$work:/artifacts:ro" "$IMAGE" >/dev/null
+token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+"$engine" run -d --name "$NAME" --network host -e PORT="$port" -e SERVICE_TOKEN="$token" \
+  -v "$work:/artifacts:ro" "$IMAGE" >/dev/null
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 120); do
   if curl -fsS "$url/ready" >/dev/null 2>&1; then break; fi
@@ -73,6 +75,27 @@ assert len(body["predictions"]) == 2, body
 for p in body["predictions"]:
     assert 0.0 <= p["probability"] <= 1.0 and p["class"] == int(p["probability"] >= body["threshold"]), p
 print("predict: ok")
+PY
+step "the prediction log: the rows land in it, and /feedback takes their labels"
+SERVICE_TOKEN="$token" python3 - "$url" "$response" <<'PY'
+import json, os, sys, time, urllib.request
+url, answer = sys.argv[1], json.loads(sys.argv[2])
+ready = json.load(urllib.request.urlopen(f"{url}/ready", timeout=10))
+print("prediction log:", ready["prediction_log"])
+assert ready["prediction_log"].get("backend") == "sqlite", ready
+labels = [{"prediction_id": p["prediction_id"], "label": 1} for p in answer["predictions"]]
+for _ in range(100):  # the writer ships every 50 ms
+    request = urllib.request.Request(
+        f"{url}/feedback", json.dumps({"labels": labels}).encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {os.environ['SERVICE_TOKEN']}"},
+    )
+    outcome = json.load(urllib.request.urlopen(request, timeout=10))
+    if outcome["matched"] == len(labels):
+        break
+    time.sleep(0.1)
+print("feedback:", outcome)
+assert outcome["matched"] == len(labels) and not outcome["invalid"], outcome
+print("log: ok")
 PY
 user=$("$engine" exec "$NAME" id -u)
 [ "$user" != 0 ] || { echo "the container runs as root" >&2; exit 1; }

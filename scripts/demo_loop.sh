@@ -13,9 +13,14 @@ db="sqlite:///$LIVE/predictions.db"
 port=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 
-echo "== serve $ARTIFACTS on $url (prediction log: $db)"
+# Labels are truth: /feedback needs the service's token. The demo makes one for this run.
+SERVICE_TOKEN=${SERVICE_TOKEN:-$("$BIN/python" -c 'import secrets; print(secrets.token_hex(16))')}
+export SERVICE_TOKEN
+
+echo "== serve $ARTIFACTS on $url, 2 workers (prediction log: $db)"
 ARTIFACTS_DIR=$ARTIFACTS DATABASE_URL=$db ACCEPT_EVENT_TIME=true \
-  "$BIN/uvicorn" src.app:app --host 127.0.0.1 --port "$port" --no-access-log --log-level warning \
+  "$BIN/uvicorn" src.app:app --host 127.0.0.1 --port "$port" --workers 2 --no-access-log \
+  --log-level warning \
   >"$LIVE/server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Schemathesis against the real uvicorn server over 127.0.0.1: cases generated from the service's
-# own OpenAPI schema (fixed seed), every check on (no 5xx, documented statuses, schema-conformant
-# bodies). Settings in schemathesis.toml. Exits non-zero on any failure.
+# Schemathesis against the real uvicorn server (2 workers, prediction log on) over 127.0.0.1: cases
+# generated from the service's own OpenAPI schema (fixed seed), every check on (no 5xx, documented
+# statuses, schema-conformant bodies), /feedback with the service's token. Settings in
+# schemathesis.toml. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -13,8 +14,10 @@ trap cleanup EXIT
 
 "$BIN/python" -m src.train --data data/adult_synth.csv --outdir "$work/artifacts" --trials 2 >/dev/null 2>&1
 port=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-ARTIFACTS_DIR="$work/artifacts" LOG_REQUESTS=false "$BIN/uvicorn" src.app:app \
-  --host 127.0.0.1 --port "$port" --no-access-log --log-level warning &
+token=$("$BIN/python" -c 'import secrets; print(secrets.token_hex(16))')
+ARTIFACTS_DIR="$work/artifacts" LOG_REQUESTS=false PREDICTION_LOG_DIR="$work/log" \
+  SERVICE_TOKEN="$token" "$BIN/uvicorn" src.app:app \
+  --host 127.0.0.1 --port "$port" --workers 2 --no-access-log --log-level warning &
 pid=$!
 for _ in $(seq 1 120); do
   curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
@@ -25,7 +28,8 @@ done
 root=$PWD
 (cd "$work" && "$root/$BIN/schemathesis" --config-file "$root/schemathesis.toml" \
   run "http://127.0.0.1:$port/openapi.json" \
-  --include-path-regex '^/(predict|monitor)$' \
+  --include-path-regex '^/(predict|monitor|feedback)$' \
+  --header "Authorization: Bearer $token" \
   --max-examples "$EXAMPLES" --seed 42 --workers 1 \
   --generation-database none \
   --report junit --report-dir "$work/report")

@@ -16,6 +16,9 @@ from src.schema import COLUMN_BY_NAME, MODEL_INPUTS, SENSITIVE
 
 # Sensitive fields are accepted (clients send whole records) and never used by the model.
 MAX_IGNORED_TEXT = 200
+# NUL is no valid text here, and PostgreSQL cannot store it: refused at the contract, never a
+# surprise for the log.
+NO_NUL = r"^[^\x00]*$"
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,12 @@ class InputContract:
         fields: dict[str, Any] = {name: Required[self.field_type(name)] for name in MODEL_INPUTS}
         ignored = Annotated[
             str | None,
-            Field(strict=True, max_length=MAX_IGNORED_TEXT, description="Accepted and ignored."),
+            Field(
+                strict=True,
+                max_length=MAX_IGNORED_TEXT,
+                pattern=NO_NUL,
+                description="Accepted and ignored.",
+            ),
         ]
         fields.update({name: NotRequired[ignored] for name in SENSITIVE})
         row = TypedDict("Row", fields)  # type: ignore[operator]
@@ -100,6 +108,8 @@ def format_errors(
             message = "the body must be a JSON list of rows (objects)"
         elif err["type"] == "dict_type":
             message = "each row must be a JSON object"
+        elif err["type"] == "string_pattern_mismatch":
+            message = "text may not contain the NUL character (\\u0000)"
         elif field in nullable and err["type"] in ("literal_error", "float_type"):
             message = f"{message}, or null"
         errors.append({"row": row, "field": field, "message": message, "type": err["type"]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,6 +20,7 @@ from src.data import load_dataset
 from src.drift import DEFAULT_THRESHOLD
 from src.errors import DataError
 from src.fileio import dumps_json, run_cli, write_text_atomic
+from src.loop.labels import purge_unmatched
 from src.loop.tables import make_engine
 from src.loop.windows import DEFAULT_WINDOW_HOURS, build_window_files
 from src.settings import Settings
@@ -39,12 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        url = args.database_url or Settings().prediction_log_url
+        settings = Settings()
+        url = args.database_url or settings.prediction_log_url
         if args.window_hours < 1:
             raise DataError(f"--window-hours must be at least 1, got {args.window_hours}")
         reference = load_dataset(args.reference / REFERENCE_FILE, require_target=False).features
         engine = make_engine(url)
         try:
+            now = datetime.now(UTC)
+            keep = timedelta(hours=settings.label_pending_hours)
+            purged = purge_unmatched(engine, now=now, keep=keep)
+            if purged:
+                print(f"purged {purged} labels whose prediction never arrived within {keep}")
             points, report = build_window_files(
                 engine, reference, window_hours=args.window_hours, threshold=args.threshold
             )

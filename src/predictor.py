@@ -140,7 +140,7 @@ class CompiledEncoder:
                 return None
             if None in values:
                 values = tuple(v for v in values if v is not None)
-            if values and max(map(len, values)) > MAX_IGNORED_TEXT:
+            if values and (max(map(len, values)) > MAX_IGNORED_TEXT or "\x00" in "".join(values)):
                 return None
         out = np.empty((n, self.width))
         try:
@@ -175,7 +175,7 @@ class CompiledEncoder:
                 for name in SENSITIVE:
                     value = row.get(name)
                     if value is not None and (
-                        type(value) is not str or len(value) > MAX_IGNORED_TEXT
+                        type(value) is not str or len(value) > MAX_IGNORED_TEXT or "\x00" in value
                     ):
                         return None
                 encoded = []

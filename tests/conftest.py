@@ -32,3 +32,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
 @pytest.fixture(scope="session")
 def artifacts_dir(trained: TrainResult) -> Path:
     return trained.outdir
+
+
+@pytest.fixture(autouse=True)
+def _metrics_folder_per_test(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Every server a test starts (in-process or not) adds up only its own processes' metrics.
+    monkeypatch.setenv("METRICS_DIR", str(tmp_path / "metrics"))

@@ -23,24 +23,54 @@ from src.settings import Settings
 
 CASES_PER_OPERATION = 600
 SEEN: Counter[str] = Counter()
+TOKEN = "fuzzing-token"  # noqa: S105 - not a secret: the in-process app's own
+AUTHORITY = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def app(artifacts_dir: Path) -> Any:
-    return create_app(Settings(ARTIFACTS_DIR=artifacts_dir, LOG_REQUESTS=False))
+def app(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    log = tmp_path_factory.mktemp("fuzz-log")
+    settings = Settings(
+        ARTIFACTS_DIR=artifacts_dir, LOG_REQUESTS=False, PREDICTION_LOG_DIR=log, SERVICE_TOKEN=TOKEN
+    )
+    return create_app(settings)
 
 
 @pytest.fixture(scope="module")
-def api_schema(app: Any) -> Any:
-    with TestClient(app):  # run the lifespan: the schema then carries the trained categories
-        pass
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+def client(app: Any) -> Iterator[TestClient]:
+    # The lifespan runs for the whole module: the model is loaded, the prediction log is on and
+    # every generated case goes through it.
+    with TestClient(app) as c:
+        yield c
+
+
+def _lifespan_already_running(app: Any) -> Any:
+    """The app for the fuzzer's own client: lifespan events are acknowledged, not run again, so
+    every case meets the model and the log that the module's client started."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            kind = message["type"].rsplit(".", 1)[-1]  # startup / shutdown
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+
+    return wrapped
+
+
+@pytest.fixture(scope="module")
+def api_schema(app: Any, client: TestClient) -> Any:
+    return schemathesis.openapi.from_asgi("/openapi.json", _lifespan_already_running(app))
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
-@schema.include(path_regex="^/(predict|monitor)$").parametrize()
+@schema.include(path_regex="^/(predict|monitor|feedback)$").parametrize()
 @settings(
     max_examples=CASES_PER_OPERATION,
     derandomize=True,  # a fixed seed: the same cases on every run
@@ -49,7 +79,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=list(HealthCheck),
 )
 def test_generated_cases_get_documented_answers(case: Any) -> None:
-    response = case.call_and_validate()
+    response = case.call_and_validate(headers=AUTHORITY)
     SEEN[case.path] += 1
     assert response.status_code < 500
     if 400 <= response.status_code < 500:
@@ -70,19 +100,18 @@ def test_read_endpoints_conform(case: Any) -> None:
     case.call_and_validate()
 
 
-def test_at_least_1000_cases_were_generated() -> None:
+def test_at_least_1000_cases_were_generated(app: Any) -> None:
     # Runs after the generated tests above (pytest keeps file order within a module).
     print(f"generated cases: {dict(SEEN)}")
-    assert SEEN["/predict"] + SEEN["/monitor"] >= 1000, SEEN
+    assert SEEN["/predict"] + SEEN["/monitor"] + SEEN["/feedback"] >= 1500, SEEN
+    assert SEEN["/feedback"] >= 300, SEEN
+    log = app.state.prediction_log
+    assert log.flush()
+    assert log.state == "up"  # the log was on, and still is, after every case
+    assert log.dropped_rows == 0
 
 
 # --- what generators miss -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def client(app: Any) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +241,12 @@ def test_monitor_rejects_hostile_bodies(client: TestClient) -> None:
         ).status_code
         == 413
     )
+
+
+def test_monitor_refuses_a_timestamp_that_overflows_in_utc(client: TestClient) -> None:
+    # Found by the fuzzer once it ran with the lifespan on: year 1 at +00:01 is before year 1 UTC.
+    point = {"ts": "0001-01-01T00:00:00+00:01", "roc_auc": 0.9, "pr_auc": 0.7, "acc": 0.8}
+    point.update(latency_p95_ms=1.0, error_rate=0.0)
+    response = client.post("/monitor", json={"metrics": [point]})
+    assert response.status_code == 400
+    assert "out of range" in response.json()["errors"][0]["message"]

@@ -37,7 +37,10 @@ class MetricPoint(BaseModel):
     @field_validator("ts")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # year 1 with a positive offset falls before datetime's range
+            raise ValueError("ts is out of range once converted to UTC") from None
 
 
 class DriftSummary(BaseModel):

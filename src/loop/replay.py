@@ -1,5 +1,6 @@
 """Replay a labelled census stream through the real API, then send the labels back as feedback.
 
+Labels need the service's token: set SERVICE_TOKEN in this command's environment too.
 Rows come from adult.test (never seen in training), sampled hour by hour and stamped with event
 times (the service must run with ACCEPT_EVENT_TIME=true). The last --shift-hours carry a planted
 shift: the population of adult_shifted_sample.csv (older, longer hours, more self-employment) and a
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import socket
 import sys
 import time
@@ -88,6 +90,18 @@ class Client:
                 raise DataError(f"the service at {self.connection.host} did not become ready")
             time.sleep(0.25)
 
+    def wait_written(self, seconds: float) -> None:
+        """Until the service's log holds nothing unwritten: what was answered is in the database."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.connection.request("GET", "/ready")
+            response = self.connection.getresponse()
+            log = json.loads(response.read()).get("prediction_log", {})
+            if log.get("buffered_bytes", 0) == 0:
+                return
+            time.sleep(0.1)
+        raise DataError("the service's prediction log did not catch up in time")
+
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
         payload = json.dumps(body).encode()
         self._connect()
@@ -110,38 +124,40 @@ def replay(
     rows_per_hour: int = ROWS_PER_HOUR,
     seed: int = SEED,
     wait_seconds: float = 60.0,
+    token: str | None = None,
 ) -> dict[str, int]:
     pool = read_uci(raw_test)
     rng = np.random.default_rng(seed)
     client = Client(url)
     client.wait_ready(wait_seconds)
+    authority = {"Authorization": f"Bearer {token}"} if token else {}
     sent = labelled = 0
     for hour in range(hours):
         shifted = hour >= hours - shift_hours
         rows, labels = hour_of_traffic(pool, rng, rows=rows_per_hour, shifted=shifted)
         feedback = []
         for batch, start in enumerate(range(0, len(rows), BATCH_ROWS)):
-            request_id = f"replay-h{hour:04d}-b{batch}"
             stamp = START + timedelta(hours=hour, minutes=batch)
-            client.post(
+            answer = client.post(
                 "/predict",
                 rows[start : start + BATCH_ROWS],
-                {"X-Request-ID": request_id, "X-Event-Time": stamp.isoformat()},
+                {"X-Request-ID": f"replay-h{hour:04d}-b{batch}", "X-Event-Time": stamp.isoformat()},
             )
             feedback += [
-                {"request_id": request_id, "row": i, "label": label}
-                for i, label in enumerate(labels[start : start + BATCH_ROWS])
+                {"prediction_id": p["prediction_id"], "label": label}
+                for p, label in zip(
+                    answer["predictions"], labels[start : start + BATCH_ROWS], strict=True
+                )
             ]
-            sent += len(rows[start : start + BATCH_ROWS])
-        result = client.post("/feedback", {"labels": feedback})
-        if result["unknown"]:
-            raise DataError(
-                f"the service lost rows: {len(result['unknown'])} labels matched nothing"
-            )
-        labelled += result["accepted"]
+            sent += len(answer["predictions"])
+        result = client.post("/feedback", {"labels": feedback}, authority)
+        if result["invalid"]:
+            raise DataError(f"{len(result['invalid'])} labels were refused: {result['invalid'][0]}")
+        labelled += result["stored"] + result["repeated"]
         if (hour + 1) % 24 == 0 or hour == hours - 1:
             phase = "shifted" if shifted else "healthy"
             print(f"  replayed hour {hour + 1}/{hours} ({phase}), {sent:,} rows", file=sys.stderr)
+    client.wait_written(wait_seconds)
     return {"rows": sent, "labelled": labelled, "hours": hours, "shift_hours": shift_hours}
 
 
@@ -163,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             summary = replay(
                 args.url,
+                token=os.environ.get("SERVICE_TOKEN"),
                 raw_test=args.raw_test,
                 hours=args.hours,
                 shift_hours=args.shift_hours,

@@ -1,10 +1,17 @@
 """The prediction log's database schema, declared once: requests, predictions, labels.
 
-SQLAlchemy Core, so any database URL works (SQLite in WAL mode by default, PostgreSQL).
+SQLAlchemy Core, so any database URL works (SQLite in WAL mode by default, PostgreSQL). The tables
+below are what the code reads and writes; Alembic migrations (src/loop/migrations/) create them
+and evolve logs that users already hold, and `upgrade()` applies them safely when several processes
+start at once.
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -12,7 +19,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
-    Index,
     Integer,
     MetaData,
     SmallInteger,
@@ -20,31 +26,37 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    inspect,
+    text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from src.schema import COLUMNS, SENSITIVE
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+# A prediction id: the request's key (12 hex digits of milliseconds, 16 random) and the row.
+PREDICTION_ID_LENGTH = 40
 
 requests_table = Table(
     "requests",
     metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("request_id", String(128), nullable=False, index=True),
+    Column("request_id", String(128), nullable=False, index=True),  # the client's correlation id
     Column("ts", DateTime(timezone=True), nullable=False, index=True),
     Column("path", String(64), nullable=False),
     Column("status", SmallInteger, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("rows", Integer, nullable=False),
+    Column("model_version", String(64), nullable=True),
 )
 
 predictions_table = Table(
     "predictions",
     metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("request_id", String(128), nullable=False),
+    Column("prediction_id", String(PREDICTION_ID_LENGTH), nullable=False, unique=True),
+    Column("request_id", String(128), nullable=False),  # correlation only
     Column("row_index", Integer, nullable=False),
     Column("ts", DateTime(timezone=True), nullable=False, index=True),
     Column("model_version", String(64), nullable=False),
@@ -54,14 +66,16 @@ predictions_table = Table(
     ),
     Column("probability", Float, nullable=False),
     Column("predicted_class", SmallInteger, nullable=False),
-    Index("ix_predictions_request_row", "request_id", "row_index"),
 )
 
-feedback_table = Table(
-    "feedback",
+# Labels are their own table, joined when read: a label may arrive before its prediction is
+# written, from any worker. Append-only: a label that contradicts an earlier one is a correction
+# with its own time; readers take the latest per prediction.
+labels_table = Table(
+    "labels",
     metadata,
-    Column("request_id", String(128), primary_key=True),
-    Column("row_index", Integer, primary_key=True),
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(PREDICTION_ID_LENGTH), nullable=False, index=True),
     Column("label", SmallInteger, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
@@ -69,6 +83,7 @@ feedback_table = Table(
 FEATURE_NAMES = tuple(c.name for c in COLUMNS)
 FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in FEATURE_NAMES if n not in SENSITIVE)
 PREDICTION_COLUMNS = (
+    "prediction_id",
     "request_id",
     "row_index",
     "ts",
@@ -77,7 +92,10 @@ PREDICTION_COLUMNS = (
     "probability",
     "predicted_class",
 )
-REQUEST_COLUMNS = ("request_id", "ts", "path", "status", "latency_ms", "rows")
+REQUEST_COLUMNS = ("request_id", "ts", "path", "status", "latency_ms", "rows", "model_version")
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant works; it names this project's migration lock among PostgreSQL's advisory locks.
+_ADVISORY_LOCK = 0x5ADC0DE
 
 
 def make_engine(url: str) -> Engine:
@@ -96,5 +114,49 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """One process at a time migrates: PostgreSQL's advisory lock, or a file lock beside SQLite."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK})
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_LOCK})
+                connection.commit()
+            return
+        database = engine.url.database
+        lock_path = Path(f"{database}.migrate.lock") if database else None
+        if lock_path is None:  # in-memory SQLite: one process by definition
+            yield connection
+            return
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield connection
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the log's schema to the latest version, whatever state it is in: empty, the first
+    version (from before migrations were tracked), or any later one. Safe to call from several
+    processes at once: they take turns, and all but the first find nothing to do."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with _migration_lock(engine) as connection:
+        config.attributes["connection"] = connection
+        tables = set(inspect(connection).get_table_names())
+        if "predictions" in tables and "alembic_version" not in tables:
+            command.stamp(config, "0001")  # a log written before migrations existed
+        command.upgrade(config, "head")
+        connection.commit()
+
+
 def create_tables(engine: Engine) -> None:
-    metadata.create_all(engine)
+    upgrade(engine)

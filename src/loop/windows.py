@@ -14,7 +14,8 @@ from sqlalchemy.engine import Engine
 
 from src.drift import compute_drift
 from src.errors import DataError
-from src.loop.tables import feedback_table, predictions_table, requests_table
+from src.loop.labels import latest_labels_query
+from src.loop.tables import predictions_table, requests_table
 from src.schema import COLUMN_BY_NAME, FEATURES
 
 BUCKET = timedelta(hours=1)
@@ -22,10 +23,10 @@ DEFAULT_WINDOW_HOURS = 24
 
 
 def read_labelled(engine: Engine) -> pd.DataFrame:
-    """Every logged prediction with its label where one arrived (NaN otherwise)."""
-    p, f = predictions_table, feedback_table
-    query = select(p.c.ts, p.c.probability, p.c.predicted_class, f.c.label).join(
-        f, (p.c.request_id == f.c.request_id) & (p.c.row_index == f.c.row_index), isouter=True
+    """Every logged prediction with its latest label where one arrived (NaN otherwise)."""
+    p, latest = predictions_table, latest_labels_query()
+    query = select(p.c.ts, p.c.probability, p.c.predicted_class, latest.c.label).join(
+        latest, p.c.prediction_id == latest.c.prediction_id, isouter=True
     )
     with engine.connect() as connection:
         frame = pd.DataFrame(

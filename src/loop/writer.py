@@ -1,12 +1,18 @@
-"""The log's writer: requests put one item on a pending list; a writer process inserts batches.
+"""The log's writer: requests append to a pending list; a writer process inserts them in batches.
 
-Writes never happen on the request path. A full queue drops the item (counted), it never slows a
-request down; close() drains the queue, so a graceful shutdown loses nothing that was answered.
+Writes never happen on the request path, and nothing is lost without being counted:
+- the service's side is bounded in bytes (pending + shipped and not yet written); past the bound a
+  request's rows are dropped and counted (reason `buffer_full`), memory never grows;
+- a batch the database refuses is retried row by row, so one bad row costs one row (counted,
+  reason `rejected`);
+- a database outage is retried with backoff while the byte bound holds the rest;
+- a writer that dies is noticed and restarted; the rows it held are counted (`writer_died`);
+- close() drains everything, so a graceful shutdown loses nothing that was answered.
+Counts reach /metrics through the metrics folder shared by every process of the service.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import multiprocessing
 import os
@@ -14,73 +20,136 @@ import queue
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-import orjson
-from sqlalchemy import Table
-from sqlalchemy.engine import Engine
 
-from src.loop.tables import (
-    FEATURE_NAMES,
-    FEATURE_NAMES_WITHOUT_SENSITIVE,
-    PREDICTION_COLUMNS,
-    REQUEST_COLUMNS,
-    create_tables,
-    make_engine,
-    predictions_table,
-    requests_table,
-)
+from src.loop.inserts import BatchWriter
+from src.loop.tables import create_tables, make_engine
+from src.multiprocess_metrics import CounterFile
 
 logger = logging.getLogger("service")
+ROWS_DROPPED = "prediction_log_dropped_rows"
+ROWS_WRITTEN = "prediction_log_written_rows"
+ROWS_RETRIED = "prediction_log_retried_rows"
+DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Served:
+    """What /predict answered: the request body as received (the JSON list of rows), the
+    probabilities in bytes, and the key its prediction ids are built from."""
+
+    body: bytes
+    probabilities: bytes
+    model_version: str
+    threshold: float
+    request_key: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.probabilities) // 8
+
+    @property
+    def size(self) -> int:
+        """Bytes this request holds while it waits to be written."""
+        return len(self.body) + len(self.probabilities) + 200
+
+    @classmethod
+    def of(
+        cls,
+        body: bytes,
+        probabilities: np.ndarray,
+        model_version: str,
+        threshold: float,
+        request_key: str,
+    ) -> Served:
+        return cls(
+            body, probabilities.astype(np.float64).tobytes(), model_version, threshold, request_key
+        )
+
+
+class _Progress:
+    """Counters shared with the writer process. Each is written by one side only (the service:
+    shipped; the writer: done), so no lock is needed and a writer that dies holds none."""
+
+    def __init__(self, context: Any) -> None:
+        self._values = {
+            name: context.Value("q", 0, lock=False)
+            for name in ("shipped_rows", "shipped_bytes", "done_rows", "done_bytes", "ready")
+        }
+
+    def __getitem__(self, name: str) -> int:
+        return self._values[name].value
+
+    def add(self, name: str, amount: int) -> None:
+        self._values[name].value += amount
+
+    def set(self, name: str, value: int) -> None:
+        self._values[name].value = value
+
+    @property
+    def in_flight_bytes(self) -> int:
+        return self["shipped_bytes"] - self["done_bytes"]
+
+    @property
+    def in_flight_rows(self) -> int:
+        return self["shipped_rows"] - self["done_rows"]
 
 
 class PredictionLog:
     """The service's side of the log: a pending list, shipped in batches to a writer process.
 
     A process, not a thread: inserting rows from a thread held the GIL long enough to cut
-    single-row throughput from 71% to 51% of hello-world and triple the p99 of 1,000-row requests
-    (7 ms -> 28 ms, `make bench`). And batches, not items: one queue put per request still cost a
-    thread hand-off each. A request now appends one tuple to a list; every SHIP_SECONDS the service
-    ships the list (one put); parsing and inserting happen in the other process, on the other core.
+    single-row throughput from 71% to 51% of hello-world (docs/performance.md). And batches, not
+    items: a request appends one tuple to a list; every 50 ms the service ships the list (one put);
+    parsing and inserting happen in the other process, on the other core.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        queue_size: int = 10_000,
-        max_batches: int = 200,
-        flush_seconds: float = 0.25,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         log_sensitive: bool = True,
-        on_drop: Callable[[int], None] = lambda rows: None,
+        metrics_dir: str | None = None,
+        on_drop: Callable[[int, str], None] = lambda rows, reason: None,
     ) -> None:
-        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self.url = url
-        self.engine = make_engine(url)  # this process's own connection: feedback and reads
-        self.max_pending = queue_size  # requests waiting here for the next shipment, at most
-        # Batches on their way to the writer, at most: ~10 s of traffic at one batch per 50 ms.
-        self.queue: Any = context.Queue(maxsize=max_batches)
-        self.acks: Any = context.Queue()
+        self.engine = make_engine(url)  # this process's own connection: labels and reads
+        self.buffer_bytes = buffer_bytes
+        self.log_sensitive = log_sensitive
+        self.metrics_dir = metrics_dir
         self.on_drop = on_drop
         self.dropped_rows = 0
+        self.restarts = 0
+        self.last_failure = ""
+        self._progress = _Progress(self._context)
         self._pending: list[tuple[Any, ...]] = []
+        self._pending_bytes = 0
         self._lock = threading.Lock()
-        self.process = context.Process(
-            target=write_forever,
-            args=(url, self.queue, self.acks, log_sensitive, flush_seconds),
-            name="prediction-log",
-            daemon=True,
-        )
+        self._closing = False
+        self.queue: Any = None
+        self.process: Any = None
 
     def start(self) -> PredictionLog:
         create_tables(self.engine)  # fails here, at startup, if the database is unreachable
-        self.process.start()
+        self._spawn()
         return self
+
+    def _spawn(self) -> None:
+        self.queue = self._context.Queue()
+        self.process = self._context.Process(
+            target=write_forever,
+            args=(self.url, self.queue, self._progress, self.log_sensitive, self.metrics_dir),
+            name="prediction-log",
+            daemon=True,
+        )
+        self.process.start()
 
     # --- the request path: one append, never blocks -------------------------------------------
 
@@ -94,186 +163,131 @@ class PredictionLog:
         served: Served | None = None,
     ) -> bool:
         """Queue one request; `served` carries its rows when it was answered with predictions."""
-        rows = served.rows if served else 0
+        size = served.size if served else 200
         with self._lock:
-            if len(self._pending) >= self.max_pending:
-                self._drop(rows)
+            if self._pending_bytes + self._progress.in_flight_bytes + size > self.buffer_bytes:
+                self._drop(served.rows if served else 0, "buffer_full")
                 return False
             self._pending.append((request_id, ts, path, status, latency_ms, served))
+            self._pending_bytes += size
         return True
 
-    def _drop(self, rows: int) -> None:
-        self.dropped_rows += rows
-        self.on_drop(rows)
+    def _drop(self, rows: int, reason: str) -> None:
+        if rows:
+            self.dropped_rows += rows
+            self.on_drop(rows, reason)
 
     def ship(self) -> None:
         """Hand the pending requests to the writer in one put; the service calls this often."""
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, size, self._pending, self._pending_bytes = (
+                self._pending,
+                self._pending_bytes,
+                [],
+                0,
+            )
         if not batch:
             return
-        try:
-            self.queue.put_nowait(batch)
-        except queue.Full:  # the writer is behind (a slow database): count and keep serving
-            self._drop(sum(item[5].rows for item in batch if item[5] is not None))
+        self._progress.add("shipped_bytes", size)
+        self._progress.add("shipped_rows", sum(item[5].rows for item in batch if item[5]))
+        self.queue.put((batch, size))
+
+    # --- health ------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Restart a writer that died; count the rows it held. Called with every shipment."""
+        if self._closing or self.process is None or self.process.is_alive():
+            return
+        lost = self._progress.in_flight_rows
+        code = self.process.exitcode
+        self.last_failure = f"the writer exited with code {code}; restarted"
+        logger.error("prediction log: %s (%d rows lost)", self.last_failure, lost)
+        self._drop(lost, "writer_died")
+        # The dead writer's counters are settled here; nothing else writes them now.
+        self._progress.set("done_rows", self._progress["shipped_rows"])
+        self._progress.set("done_bytes", self._progress["shipped_bytes"])
+        self._progress.set("ready", 0)
+        self.queue.cancel_join_thread()  # what it held is counted as lost; do not wait on it
+        self.restarts += 1
+        self._spawn()
+
+    @property
+    def state(self) -> str:
+        """For /ready: up, or what is wrong right now."""
+        if self._closing:
+            return "closed"
+        if self.process is None or not self.process.is_alive():
+            return "down: the writer is not running (restarting)"
+        if not self._progress["ready"]:
+            return f"starting ({self.last_failure})" if self.last_failure else "starting"
+        return "up"
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._pending_bytes + self._progress.in_flight_bytes
 
     # --- control -----------------------------------------------------------------------------
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything recorded before this call is in the database."""
+        """Wait until everything recorded before this call is in the database (or counted)."""
         self.ship()
-        token = uuid.uuid4().hex
+        target = self._progress["shipped_rows"], self._progress["shipped_bytes"]
         deadline = time.monotonic() + timeout
-        try:
-            self.queue.put(("flush", token), timeout=timeout)
-            while True:
-                if self.acks.get(timeout=max(0.01, deadline - time.monotonic())) == token:
-                    return True
-        except (queue.Full, queue.Empty):
-            return False
+        while (self._progress["done_rows"], self._progress["done_bytes"]) < target:
+            if time.monotonic() > deadline:
+                return False
+            self.check()
+            time.sleep(0.005)
+        return True
 
     def close(self, timeout: float = 60.0) -> None:
         """Ship what is pending, drain the queue, stop the writer: called at shutdown."""
+        self.check()
         self.ship()
+        self._closing = True
         if self.process.is_alive():
-            self.queue.put(("stop",))  # blocking: the stop marker must not be dropped
+            self.queue.put(None)  # the stop marker, after every batch
             self.process.join(timeout)
         if self.process.is_alive():
             logger.error("prediction log: the writer did not finish in %.0f s", timeout)
             self.process.kill()
-        for channel in (self.queue, self.acks):
-            channel.close()
-            channel.join_thread()
-        # Drop the queues now: their semaphores are released when they are collected, which
-        # otherwise happens too late at exit (the resource tracker then warns about them).
-        self.queue = self.acks = None
+            self.process.join(5)
+        lost = self._progress.in_flight_rows
+        if lost:
+            self._drop(lost, "shutdown")
+        self.queue.close()
+        self.queue.join_thread()
+        self.queue = None
         self.process.close()
         self.engine.dispose()
 
 
-@dataclass(frozen=True)
-class Served:
-    """What /predict answered: the request body as received (the JSON list of rows) and the
-    probabilities, in bytes; the writer process turns them into rows."""
-
-    body: bytes
-    probabilities: bytes
-    model_version: str
-    threshold: float
-
-    @property
-    def rows(self) -> int:
-        return len(self.probabilities) // 8
-
-    @classmethod
-    def of(
-        cls, body: bytes, probabilities: np.ndarray, model_version: str, threshold: float
-    ) -> Served:
-        return cls(body, probabilities.astype(np.float64).tobytes(), model_version, threshold)
-
-
-class BatchWriter:
-    """Turns queued items into rows and inserts them in one transaction per batch."""
-
-    def __init__(self, engine: Engine, *, log_sensitive: bool) -> None:
-        self.engine = engine
-        self.keep = FEATURE_NAMES if log_sensitive else FEATURE_NAMES_WITHOUT_SENSITIVE
-        self._ts_to_db = predictions_table.c.ts.type.bind_processor(engine.dialect)
-        self.written_rows = 0
-
-    def write(self, requests: Sequence[tuple[Any, ...]]) -> None:
-        predictions = [
-            row
-            for request_id, ts, _, _, _, served in requests
-            if served is not None
-            for row in self._rows(request_id, ts, served)
-        ]
-        request_rows = [
-            (request_id, self._stamp(ts), path, status, latency_ms, served.rows if served else 0)
-            for request_id, ts, path, status, latency_ms, served in requests
-        ]
-        if not request_rows:
-            return
-        try:
-            with self.engine.begin() as connection:
-                if predictions:
-                    self._insert(connection, predictions_table, PREDICTION_COLUMNS, predictions)
-                self._insert(connection, requests_table, REQUEST_COLUMNS, request_rows)
-        except Exception:  # a database outage must not kill the writer: say so and go on
-            logger.exception("prediction log: %d rows could not be written", len(predictions))
-            return
-        self.written_rows += len(predictions)
-
-    def _insert(
-        self, connection: Any, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-    ) -> None:
-        """One executemany through the driver, with the statement SQLAlchemy compiled for this
-        database: a third of the per-row cost of Core's executemany."""
-        sql, order = self._statement(table, columns)
-        if order is None:
-            params: list[Any] = [dict(zip(columns, row, strict=True)) for row in rows]
-        elif order == list(range(len(columns))):
-            params = rows
-        else:
-            params = [tuple(row[i] for i in order) for row in rows]
-        connection.exec_driver_sql(sql, params)
-
-    @functools.cache  # noqa: B019 - one writer per process; the cache holds two statements
-    def _statement(self, table: Table, columns: tuple[str, ...]) -> tuple[str, list[int] | None]:
-        """The INSERT compiled for this database, and the positional order of its parameters."""
-        compiled = table.insert().compile(dialect=self.engine.dialect, column_keys=list(columns))
-        if not compiled.positional:
-            return str(compiled), None
-        return str(compiled), [columns.index(name) for name in compiled.positiontup]
-
-    def _stamp(self, ts: datetime) -> Any:
-        # The column type's own conversion (SQLite stores text): the driver is called directly.
-        return self._ts_to_db(ts) if self._ts_to_db else ts
-
-    def _rows(self, request_id: str, ts: datetime, served: Served) -> list[tuple[Any, ...]]:
-        stamp = self._stamp(ts)
-        keep = self.keep
-        threshold = served.threshold
-        return [
-            (
-                request_id,
-                index,
-                stamp,
-                served.model_version,
-                *(row.get(name) if name in keep else None for name in FEATURE_NAMES),
-                probability,
-                int(probability >= threshold),
-            )
-            for index, (row, probability) in enumerate(
-                zip(
-                    orjson.loads(served.body),
-                    np.frombuffer(served.probabilities).tolist(),
-                    strict=True,
-                )
-            )
-        ]
-
-
 def write_forever(
-    url: str, batches: Any, acks: Any, log_sensitive: bool, flush_seconds: float
+    url: str, batches: Any, progress: _Progress, log_sensitive: bool, metrics_dir: str | None
 ) -> None:
     """The writer process: batches from the queue into the database until told to stop."""
     # Ctrl-C reaches the whole process group; the service decides when we stop (after draining).
+    # SIGTERM (a process manager, or Python's exit terminating daemon children): drain what has
+    # arrived, then stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    terminated = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
     parent = os.getppid()
-    writer = BatchWriter(make_engine(url), log_sensitive=log_sensitive)
+    counters = CounterFile(metrics_dir)
+    writer = BatchWriter(make_engine(url), log_sensitive=log_sensitive, counters=counters)
+    progress.set("ready", 1)
     while True:
         try:
-            message = batches.get(timeout=flush_seconds)
+            message = batches.get(timeout=0.25)
         except queue.Empty:
-            if os.getppid() != parent:  # the service died without a goodbye: nothing more comes
+            # Nothing more will come: the service died without a goodbye, or we were terminated.
+            if terminated.is_set() or os.getppid() != parent:
                 return
             continue
-        if isinstance(message, list):
-            writer.write(message)
-        elif message[0] == "flush":
-            acks.put(message[1])
-        elif message[0] == "stop":
+        if message is None:
             writer.engine.dispose()
             return
+        requests, size = message
+        rows = writer.write(requests, stop_waiting=lambda: os.getppid() != parent)
+        progress.add("done_rows", rows)
+        progress.add("done_bytes", size)

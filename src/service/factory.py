@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
+from src.multiprocess_metrics import metrics_dir
 from src.service.body import error
 from src.service.observability import (
     AccessLog,
@@ -25,7 +26,7 @@ from src.service.observability import (
 from src.service.openapi import install_openapi
 from src.service.routes import loop, operations, pages, predict
 from src.service.routes.pages import DOCS_ASSETS
-from src.service.state import ModelState, load_predictor, open_prediction_log, ship_every
+from src.service.state import ModelState, load_predictor, open_prediction_log, publish, tend
 from src.settings import Settings, get_settings
 
 # Swagger UI 5 and its styles, from a pinned package (fastapi-offline, MIT): no CDN.
@@ -43,23 +44,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The service writes its own access line (with request id and rows): uvicorn's would
         # log every request a second time.
         logging.getLogger("uvicorn.access").disabled = True
+    folder = metrics_dir(settings.metrics_dir)
+    app.state.metrics.attach(folder)
     app.state.model = load_predictor(settings)
     app.state.prediction_log, app.state.prediction_log_status = open_prediction_log(
-        settings, app.state.metrics
+        settings, app.state.metrics, folder
     )
-    shipping = None
-    if app.state.prediction_log is not None:
-        shipping = asyncio.create_task(ship_every(app.state.prediction_log, SHIP_SECONDS))
+    tending = asyncio.create_task(tend(app.state, SHIP_SECONDS))
     app.openapi_schema = None  # rebuild with the loaded model's categories
     # Objects loaded so far live as long as the process: keep the GC from rescanning them
     # (generation-2 collections were the p99 of large requests: docs/performance.md).
     gc.freeze()
     yield
     # uvicorn has finished every in-flight request by now: drain the log, lose nothing.
-    if shipping is not None:
-        shipping.cancel()
+    tending.cancel()
+    if app.state.prediction_log is not None:
         app.state.prediction_log.close()
         app.state.prediction_log, app.state.prediction_log_status = None, "closed"
+    publish(app.state)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -67,7 +69,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return error(exc.status_code, str(exc.detail))
+        response = error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. WWW-Authenticate on a 401
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -3,14 +3,13 @@ the schema and the trained categories (src/contract.py), and the fast path skips
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from src.agent import DriftSummary, MetricPoint
 
 
 class Prediction(BaseModel):
+    prediction_id: str = Field(description="Issued by the server; send it back with the label")
     probability: float = Field(ge=0, le=1)
     class_: int = Field(alias="class", ge=0, le=1)
 
@@ -42,12 +41,24 @@ class MonitorRequest(BaseModel):
     drift: DriftSummary | None = None
 
 
-class Label(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer: 1 and 1.0 are the same number, true is not a number at all."""
+    if isinstance(value, bool):
+        raise ValueError("a label is the integer 0 or 1, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
-    request_id: str = Field(min_length=1, max_length=128)
-    row: int = Field(ge=0, le=1_000_000, description="Row index within that request")
-    label: Literal[0, 1] = Field(description="1 when the true income is > 50K")
+
+class Label(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str = Field(
+        min_length=1, max_length=64, description="The prediction_id /predict returned"
+    )
+    label: int = Field(strict=True, ge=0, le=1, description="1 when the true income is > 50K")
+
+    _integer = field_validator("label", mode="before")(_json_integer)
 
 
 class FeedbackRequest(BaseModel):
@@ -56,11 +67,16 @@ class FeedbackRequest(BaseModel):
     labels: list[Label] = Field(min_length=1, max_length=100_000)
 
 
-class FeedbackKey(BaseModel):
-    request_id: str
-    row: int
+class InvalidLabel(BaseModel):
+    prediction_id: str
+    reason: str
 
 
 class FeedbackResponse(BaseModel):
-    accepted: int
-    unknown: list[FeedbackKey]
+    stored: int = Field(description="Labels written now (new, or corrections)")
+    repeated: int = Field(description="Labels equal to the latest one already held: nothing to do")
+    corrections: int = Field(description="Labels that changed an earlier label (both are kept)")
+    matched: int = Field(description="Labels whose prediction is in the log")
+    pending: list[str] = Field(description="Ids whose prediction is not in the log yet")
+    pending_kept_until: str = Field(description="Pending labels are purged after this time")
+    invalid: list[InvalidLabel] = Field(description="Ids this service could never have issued")

@@ -13,13 +13,16 @@ import uuid
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from src.multiprocess_metrics import HELP, MetricFiles, export, forget_the_dead
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client's request id is echoed only if it is short and plain; anything else gets a fresh one,
@@ -109,12 +112,38 @@ class ServiceMetrics:
         self.rows = Counter("predicted_rows", "Rows predicted.", registry=self.registry)
         self.log_dropped = Counter(
             "prediction_log_dropped_rows",
-            "Predicted rows the prediction log could not keep (queue full or database error).",
+            HELP["prediction_log_dropped_rows"],
+            ["reason"],
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "model_ready", "1 while this worker serves a verified model.", registry=self.registry
+        )
+        self.log_up = Gauge(
+            "prediction_log_up",
+            "1 while this worker's prediction log writer is up; 0 while it is down or off.",
+            registry=self.registry,
+        )
+        self.log_buffered = Gauge(
+            "prediction_log_buffered_bytes",
+            "Bytes this worker's log holds in memory, waiting to be written.",
             registry=self.registry,
         )
         self.probabilities = ProbabilityHistogram()
         self.registry.register(self.probabilities)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self.files = MetricFiles(None)  # attached to the run's folder in the lifespan
+
+    def attach(self, folder: Path) -> None:
+        forget_the_dead(folder)
+        self.files = MetricFiles(folder)
+
+    def export(self) -> None:
+        """This worker's numbers into the run's folder, where a scrape adds up all workers."""
+        export(self.registry, self.files)
+
+    def drop(self, rows: int, reason: str) -> None:
+        self.log_dropped.labels(reason).inc(rows)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         # labels() costs a lock and a tuple hash; cache the children per (endpoint, status).

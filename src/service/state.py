@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
@@ -62,7 +63,7 @@ def load_predictor(settings: Settings) -> ModelState:
 
 
 def open_prediction_log(
-    settings: Settings, metrics: ServiceMetrics
+    settings: Settings, metrics: ServiceMetrics, metrics_dir: Path
 ) -> tuple[PredictionLog | None, str]:
     """The started log and its status line for /ready; a database that cannot be reached turns
     logging off (said in /ready and the log), it never stops the service from serving."""
@@ -74,21 +75,51 @@ def open_prediction_log(
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         log = PredictionLog(
             url,
-            queue_size=settings.prediction_log_queue,
+            buffer_bytes=settings.prediction_log_buffer_bytes,
             log_sensitive=settings.log_sensitive_fields,
-            on_drop=metrics.log_dropped.inc,
+            metrics_dir=str(metrics_dir),
+            on_drop=metrics.drop,
         ).start()
     except Exception as exc:  # unreachable database, bad URL, permissions: serve without the log
         logger.error("prediction log unavailable: %s", exc)
-        return None, f"unavailable: {type(exc).__name__}"
-    return log, log.engine.dialect.name
+        return None, f"unavailable: {type(exc).__name__}: {exc}"[:300]
+    return log, "up"
 
 
-async def ship_every(log: PredictionLog, seconds: float) -> None:
-    """Hand the prediction log's pending requests to its writer, a batch at a time."""
-    while True:
+def log_status(app_state: Any) -> dict[str, Any]:
+    """The prediction log as /ready shows it: its database and its real state right now."""
+    log: PredictionLog | None = app_state.prediction_log
+    if log is None:
+        return {"state": app_state.prediction_log_status}
+    return {
+        "backend": log.engine.dialect.name,
+        "state": log.state,
+        "buffered_bytes": log.buffered_bytes,
+        "dropped_rows": log.dropped_rows,
+        "writer_restarts": log.restarts,
+    }
+
+
+async def tend(app_state: Any, seconds: float, export_every: int = 10) -> None:
+    """Every `seconds`: ship the log's pending requests to its writer, restart a writer that
+    died; every `export_every` ticks, publish this worker's metrics for /metrics to add up."""
+    for tick in itertools.count():
         await asyncio.sleep(seconds)
-        log.ship()
+        log: PredictionLog | None = app_state.prediction_log
+        if log is not None:
+            log.ship()
+            log.check()
+        if tick % export_every == 0:
+            publish(app_state)
+
+
+def publish(app_state: Any) -> None:
+    metrics: ServiceMetrics = app_state.metrics
+    log: PredictionLog | None = app_state.prediction_log
+    metrics.model_ready.set(app_state.model.predictor is not None)
+    metrics.log_up.set(log is not None and log.state == "up")
+    metrics.log_buffered.set(log.buffered_bytes if log is not None else 0)
+    metrics.export()
 
 
 # Dependencies are async on purpose: FastAPI runs sync ones in a thread pool, which costs more

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
 from src.agent import (
     AgentPlan,
@@ -18,10 +18,10 @@ from src.agent import (
 )
 from src.agent.observations import describe_drift, describe_metrics, file_origin
 from src.errors import DataError
-from src.loop.feedback import record_feedback
+from src.loop.labels import record_labels
+from src.service.auth import require_token
 from src.service.models import (
     ErrorResponse,
-    FeedbackKey,
     FeedbackRequest,
     FeedbackResponse,
     MonitorRequest,
@@ -56,19 +56,29 @@ def observations_for(
     return points, drift, sources
 
 
+TOO_LARGE = {"model": ErrorResponse, "description": "Body too large"}
+MONITOR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid observations"},
+    413: TOO_LARGE,
+    503: {"model": ErrorResponse, "description": "Default files missing or unreadable"},
+}
+FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid labels"},
+    401: {"model": ErrorResponse, "description": "No bearer token"},
+    403: {"model": ErrorResponse, "description": "Wrong token, or none configured"},
+    413: TOO_LARGE,
+    503: {"model": ErrorResponse, "description": "The prediction log is off or unavailable"},
+}
+
+
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter()
-    too_large = {"model": ErrorResponse, "description": "Body too large"}
 
     @router.post(
         "/monitor",
         summary="The monitoring agent's plan, as JSON (same as the CLI's YAML)",
         response_model=AgentPlan,
-        responses={
-            400: {"model": ErrorResponse, "description": "Invalid observations"},
-            413: too_large,
-            503: {"model": ErrorResponse, "description": "Default files missing or unreadable"},
-        },
+        responses=MONITOR_RESPONSES,
         max_body_size=settings.monitor_max_body_bytes,
     )
     def monitor_plan(payload: Annotated[MonitorRequest | None, Body()] = None) -> AgentPlan:
@@ -88,30 +98,27 @@ def build_router(settings: Settings) -> APIRouter:
 
     @router.post(
         "/feedback",
-        summary="Ground-truth labels for rows served earlier, by request id and row index",
+        summary="Ground-truth labels for rows served earlier, by prediction id",
         response_model=FeedbackResponse,
-        responses={
-            400: {"model": ErrorResponse, "description": "Invalid labels"},
-            413: too_large,
-            503: {
-                "model": ErrorResponse,
-                "description": "The prediction log is off or unavailable",
-            },
-        },
+        responses=FEEDBACK_RESPONSES,
         max_body_size=settings.monitor_max_body_bytes,
+        dependencies=[Depends(require_token)],
     )
     def feedback(payload: FeedbackRequest, request: Request) -> FeedbackResponse:
-        # Idempotent: sending the same labels again stores the same thing. Keys that match no
-        # logged prediction are reported back, never silently dropped.
+        # Idempotent: the same labels again change nothing; a different label is kept as a
+        # correction. A label may arrive before its prediction is written (any worker, any
+        # replica): it is stored now and matched when read.
         log = request.app.state.prediction_log
         if log is None:
             raise HTTPException(503, f"prediction log {request.app.state.prediction_log_status}")
-        log.flush()  # rows answered a moment ago may still be on their way to the database
-        accepted, unknown = record_feedback(
-            log.engine, [(item.request_id, item.row, item.label) for item in payload.labels]
+        now = datetime.now(UTC)
+        outcome = record_labels(
+            log.engine, [(item.prediction_id, item.label) for item in payload.labels], now=now
         )
+        kept_until = now + timedelta(hours=settings.label_pending_hours)
         return FeedbackResponse(
-            accepted=accepted, unknown=[FeedbackKey(request_id=r, row=i) for r, i in unknown]
+            **{k: v for k, v in vars(outcome).items()},
+            pending_kept_until=kept_until.isoformat(timespec="seconds"),
         )
 
     return router

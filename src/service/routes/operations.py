@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from src.multiprocess_metrics import collect
 from src.predictor import Predictor
 from src.service.body import error
 from src.service.models import ErrorResponse
-from src.service.state import ModelState, get_predictor, get_state
+from src.service.state import ModelState, get_predictor, get_state, log_status, publish
 from src.settings import Settings
 
 NOT_READY: dict[int | str, dict[str, Any]] = {
@@ -39,7 +40,7 @@ def build_router(settings: Settings) -> APIRouter:
             "status": "ready",
             "model_version": state.predictor.version,
             "engine": state.predictor.engine,
-            "prediction_log": request.app.state.prediction_log_status,
+            "prediction_log": log_status(request.app.state),
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
@@ -51,10 +52,15 @@ def build_router(settings: Settings) -> APIRouter:
     async def metadata(predictor: Annotated[Predictor, Depends(get_predictor)]) -> dict[str, Any]:
         return describe_model(predictor, settings)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def prometheus_metrics(request: Request) -> Response:
-        registry = request.app.state.metrics.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    @router.get(
+        "/metrics", summary="Prometheus metrics, added up over all workers", response_class=Response
+    )
+    def prometheus_metrics(request: Request) -> Response:
+        # A plain def (a worker thread): it reads every process's file of this run.
+        publish(request.app.state)  # this worker's latest; the others publish twice a second
+        folder = request.app.state.metrics.files.folder
+        body = collect(folder) if folder else generate_latest(request.app.state.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router
 

@@ -7,6 +7,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from src.loop.ids import new_request_key
 from src.loop.writer import Served
 from src.service.body import error, event_time_of, parse_rows, read_json_body
 from src.service.models import ErrorResponse, PredictResponse
@@ -50,9 +51,10 @@ def build_router(settings: Settings) -> APIRouter:
         else:
             probabilities = predictor.predict_rows(rows)
         request.state.rows = len(probabilities)
+        key = new_request_key()
         if app_state.prediction_log is not None:  # recorded by the middleware, at the end
             request.state.served = Served.of(
-                body, probabilities, predictor.version, predictor.threshold
+                body, probabilities, predictor.version, predictor.threshold, key
             )
         metrics = app_state.metrics
         metrics.rows.inc(len(probabilities))
@@ -62,7 +64,8 @@ def build_router(settings: Settings) -> APIRouter:
             "model_version": predictor.version,
             "threshold": threshold,
             "predictions": [
-                {"probability": p, "class": int(p >= threshold)} for p in probabilities.tolist()
+                {"prediction_id": f"{key}-{i:05d}", "probability": p, "class": int(p >= threshold)}
+                for i, p in enumerate(probabilities.tolist())
             ],
         }
         return Response(orjson.dumps(body_out), media_type="application/json")
