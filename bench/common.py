@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -57,7 +58,14 @@ class Uvicorn:
     checkout of the project: the same benchmark then measures that version side by side."""
 
     def __init__(
-        self, app: str, log: Path, ready_path: str, *, cwd: Path = ROOT, **env: str
+        self,
+        app: str,
+        log: Path,
+        ready_path: str,
+        *,
+        cwd: Path = ROOT,
+        workers: int = 1,
+        **env: str,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -76,6 +84,7 @@ class Uvicorn:
                 "--no-access-log",
                 "--log-level",
                 "warning",
+                *(["--workers", str(workers)] if workers > 1 else []),
             ],
             cwd=cwd,
             env={**os.environ, **env},
@@ -105,6 +114,39 @@ class Uvicorn:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (uvicorn's workers, their log writers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        tree.append(current)
+        stack.extend(children.get(current, []))
+    return tree
+
+
+def _tree_sum(pid: int, measure: Any) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            total += measure(member)
+    return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return _tree_sum(pid, cpu_seconds)
+
+
+def tree_rss_mib(pid: int) -> float:
+    return _tree_sum(pid, rss_mib)
 
 
 def percentile(values: list[float], q: float) -> float:

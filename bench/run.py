@@ -17,7 +17,7 @@ from bench.common import ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("serving", "drift", "load")
+SECTIONS = ("serving", "workers", "profile", "log", "drift", "load")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +40,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("wrk", "hey")
             result = serving.run(args.artifacts, compare_with=args.compare_with)
+        elif section == "workers":
+            from bench import workers
+
+            ensure_tools("wrk")
+            result = workers.run(args.artifacts)
+        elif section == "profile":
+            from bench import profile
+
+            result = profile.run(args.artifacts)
+        elif section == "log":
+            from bench import log_capacity
+
+            ensure_tools("wrk")
+            result = log_capacity.run(args.artifacts)
         elif section == "drift":
             from bench import drift
 

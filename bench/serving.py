@@ -201,6 +201,7 @@ def run(
     compiled = COMPILED
     goals = {
         "single_row_throughput_vs_hello >= 0.60": ratios[compiled]["c1"] >= 0.60,
+        "single_row_throughput_vs_hello_at_c16 >= 0.45": ratios[compiled]["c16"] >= 0.45,
         "p99_at_1000_rps_client_ms <= 5": fixed[compiled]["p99_ms"] <= 5,
         "p99_at_1000_rps_server_ms <= 5": fixed[compiled]["server_p99_ms"] <= 5,
         "batch_1000_server_p50_ms <= 6": batches[compiled]["server_p50_ms"] <= 6,

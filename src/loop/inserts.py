@@ -21,7 +21,6 @@ from src.loop.tables import (
     FEATURE_NAMES_WITHOUT_SENSITIVE,
     PREDICTION_COLUMNS,
     REQUEST_COLUMNS,
-    predictions_table,
 )
 from src.multiprocess_metrics import CounterFile
 
@@ -52,7 +51,6 @@ class BatchWriter:
         self.keep = FEATURE_NAMES if log_sensitive else FEATURE_NAMES_WITHOUT_SENSITIVE
         self.counters = counters
         self.dialect = engine.dialect.name
-        self._ts_to_db = predictions_table.c.ts.type.bind_processor(engine.dialect)
 
     def write(
         self, requests: Sequence[tuple[Any, ...]], *, stop_waiting: Callable[[], bool]
@@ -138,9 +136,12 @@ class BatchWriter:
         finally:
             connection.close()
 
-    def _stamp(self, ts: datetime) -> Any:
-        # The column type's own conversion (SQLite stores text): the driver is called directly.
-        return self._ts_to_db(ts) if self._ts_to_db else ts
+    @staticmethod
+    def _stamp(ts: datetime) -> str:
+        """A time as text, once per request rather than once per row: ISO-8601 with microseconds
+        and the UTC offset, which SQLite's date functions and PostgreSQL both read (and which
+        sorts as text)."""
+        return ts.isoformat(" ", timespec="microseconds")
 
     def _rows(self, request_id: str, ts: datetime, served: Any) -> list[tuple[Any, ...]]:
         records = orjson.loads(served.body)

@@ -54,8 +54,7 @@ requests_table = Table(
 predictions_table = Table(
     "predictions",
     metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("prediction_id", String(PREDICTION_ID_LENGTH), nullable=False, unique=True),
+    Column("prediction_id", String(PREDICTION_ID_LENGTH), primary_key=True),
     Column("request_id", String(128), nullable=False),  # correlation only
     Column("row_index", Integer, nullable=False),
     Column("ts", DateTime(timezone=True), nullable=False, index=True),

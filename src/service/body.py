@@ -9,14 +9,18 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from src.contract import format_errors
 from src.predictor import Predictor
 
 JSON_TYPES = ("application/json", "text/json")
+_WANTED_HEADERS = frozenset(
+    (b"content-type", b"content-length", b"content-encoding", b"x-event-time")
+)
 
 
 def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> Response:
@@ -26,20 +30,34 @@ def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None) 
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
+def request_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """The headers reading a body needs, from the raw ASGI scope (lower-case names)."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in _WANTED_HEADERS
+    }
+
+
+async def read_json_body(headers: dict[str, str], receive: Any, limit: int) -> bytes:
     """The raw body, refused (413) before parsing when over `limit`; gzip is inflated, bounded."""
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    content_type = headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type.lower() not in JSON_TYPES:
         raise HTTPException(415, f"Content-Type must be application/json, got '{content_type}'")
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        body += message.get("body", b"")
         if len(body) > limit:
             raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if not message.get("more_body", False):
+            break
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
         return _inflate(bytes(body), limit)
     if encoding != "identity":
@@ -92,15 +110,12 @@ def parse_rows(
     return rows, None, None
 
 
-def event_time_of(request: Request, accept_header: bool) -> datetime:
+def event_time(header: str | None, accept_header: bool) -> datetime:
     """When the rows happened: now, or the X-Event-Time of a replay where the setting allows it."""
-    now = datetime.now(UTC)
-    header = request.headers.get("x-event-time") if accept_header else None
-    if header:
-        try:
-            stamp = datetime.fromisoformat(header)
-        except ValueError:
-            raise HTTPException(400, "X-Event-Time must be an ISO-8601 date-time") from None
-        now = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-    request.state.event_time = now
-    return now
+    if not (header and accept_header):
+        return datetime.now(UTC)
+    try:
+        stamp = datetime.fromisoformat(header)
+    except ValueError:
+        raise HTTPException(400, "X-Event-Time must be an ISO-8601 date-time") from None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from src.multiprocess_metrics import metrics_dir
 from src.service.body import error
@@ -24,8 +25,9 @@ from src.service.observability import (
     configure_logging,
 )
 from src.service.openapi import install_openapi
-from src.service.routes import loop, operations, pages, predict
+from src.service.routes import loop, operations, pages
 from src.service.routes.pages import DOCS_ASSETS
+from src.service.routes.predict import PredictEndpoint
 from src.service.state import ModelState, load_predictor, open_prediction_log, publish, tend
 from src.settings import Settings, get_settings
 
@@ -123,7 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=AccessLog(enabled=settings.log_requests),
     )
     install_error_handlers(app)
-    for routes in (predict, operations, loop, pages):  # the hot path first: routes match in order
+    # The hot path first: routes match in order, and /predict is a plain ASGI route.
+    app.router.routes.insert(0, Route("/predict", PredictEndpoint(settings), methods=["POST"]))
+    for routes in (operations, loop, pages):
         app.include_router(routes.build_router(settings))
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI_FILES), name="docs-assets")
     install_openapi(app, settings.max_rows)

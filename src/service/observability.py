@@ -9,7 +9,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -181,7 +180,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
             if _VALID_REQUEST_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # a fresh id: 128 random bits, as a uuid4's hex without the object
 
 
 class RequestContextMiddleware:

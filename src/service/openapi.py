@@ -6,8 +6,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from src.contract import InputContract
+from src.service.models import ErrorResponse, PredictResponse
+from src.service.routes.predict import SUMMARY
+
+REF = "#/components/schemas"
 
 
 def predict_request_body(
@@ -23,6 +28,44 @@ def predict_request_body(
     }
 
 
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"{REF}/{model.__name__}"}}}
+
+
+def predict_operation(body: dict[str, Any]) -> dict[str, Any]:
+    """/predict is a plain ASGI route (its speed), so its OpenAPI entry is written here."""
+    errors = {
+        "400": "Invalid rows: every error, with row and field",
+        "413": "Too many rows or too large a body",
+        "415": "Not JSON",
+        "503": "Model not loaded",
+    }
+    return {
+        "summary": SUMMARY,
+        "operationId": "predict",
+        "requestBody": body,
+        "responses": {
+            "200": {
+                "description": "One prediction per row, in input order",
+                "content": _ref(PredictResponse),
+            },
+            **{
+                code: {"description": text, "content": _ref(ErrorResponse)}
+                for code, text in errors.items()
+            },
+        },
+    }
+
+
+def _component_schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=REF + "/{model}", mode="serialization")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
 def install_openapi(app: FastAPI, max_rows: int) -> None:
     """Replace app.openapi with a builder that documents the loaded model's rows; the lifespan
     resets app.openapi_schema once the model is in."""
@@ -36,9 +79,11 @@ def install_openapi(app: FastAPI, max_rows: int) -> None:
             contract = predictor.contract if predictor else None
             example = predictor.bundle.sample["rows"][:2] if predictor else []
             body = predict_request_body(contract, example, max_rows)
-            schema["paths"]["/predict"]["post"]["requestBody"] = body
             defs = body["content"]["application/json"]["schema"].pop("$defs", {})
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+            schema["paths"] = {"/predict": {"post": predict_operation(body)}, **schema["paths"]}
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(defs)
+            components.update(_component_schemas(PredictResponse, ErrorResponse))
             app.openapi_schema = schema
         return app.openapi_schema
 
