@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -38,6 +39,7 @@ from src.multiprocess_metrics import CounterFile
 from src.schema import FEATURES
 
 ROOT = Path(__file__).resolve().parent.parent
+STEADY = 40  # 1,000-row requests a second: 40k rows/s offered
 POSTGRES = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -121,8 +123,42 @@ def _buffered(url: str) -> int:
         return json.loads(response.read())["prediction_log"].get("buffered_bytes", 0)
 
 
+def _hey(url: str, body_file: Path, *, rate: int, seconds: int) -> float:
+    """hey at a fixed offered rate (requests/s, over 2 connections); returns answered req/s."""
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            "2",
+            "-q",
+            str(rate // 2),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            str(body_file),
+            "-o",
+            "csv",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(1 for line in out.splitlines()[1:] if ",200," in line) / seconds
+
+
 def end_to_end(
-    artifacts: Path, script: Path, log_url: str | None, work: Path, *, seconds: int = 15
+    artifacts: Path,
+    script: Path,
+    log_url: str | None,
+    work: Path,
+    *,
+    seconds: int = 15,
+    rate: int | None = None,
 ) -> dict[str, Any]:
     env = {"ARTIFACTS_DIR": str(artifacts), "LOG_REQUESTS": "true"}
     env.update({"DATABASE_URL": log_url} if log_url else {"LOG_PREDICTIONS": "false"})
@@ -130,13 +166,18 @@ def end_to_end(
     server = Uvicorn("src.app:app", log_file, "/ready", **env)
     try:
         wrk(server.url + "/predict", connections=2, seconds=2, script=script)  # warm-up
+        while log_url and _buffered(server.url) > 0:  # the warm-up's rows written first
+            time.sleep(0.05)
         written_before = _count(log_url) if log_url else 0
         offset = log_file.stat().st_size
         stop, peaks = threading.Event(), {}
         watcher = threading.Thread(target=_peak_rss, args=(server.pid, stop, peaks))
         watcher.start()
         started = time.perf_counter()
-        rps = wrk(server.url + "/predict", connections=2, seconds=seconds, script=script)
+        if rate is None:  # as fast as it answers
+            rps = wrk(server.url + "/predict", connections=2, seconds=seconds, script=script)
+        else:
+            rps = _hey(server.url + "/predict", work / "batch.json", rate=rate, seconds=seconds)
         load_end = time.perf_counter()
         catch_up = 0.0
         if log_url:
@@ -181,6 +222,14 @@ def run(artifacts: Path) -> dict[str, Any]:
     }
     postgres = _fresh_postgres()
     served["PostgreSQL"] = end_to_end(artifacts, script, postgres, work) if postgres else None
+    # At a rate the writer sustains: nothing may be dropped.
+    served[f"SQLite at {STEADY} req/s"] = end_to_end(
+        artifacts, script, f"sqlite:///{work / 'steady.db'}", work, rate=STEADY
+    )
+    postgres = _fresh_postgres()
+    served[f"PostgreSQL at {STEADY} req/s"] = (
+        end_to_end(artifacts, script, postgres, work, rate=STEADY) if postgres else None
+    )
     return _summary(alone, served)
 
 
@@ -220,7 +269,9 @@ def _summary(alone: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
         rows,
     )
     sqlite, pg = served["SQLite"], served.get("PostgreSQL")
+    steady = [r for name, r in served.items() if "req/s" in name and r is not None]
     goals = {
+        f"nothing dropped at {STEADY}k rows/s offered": all(r["rows_dropped"] == 0 for r in steady),
         "writer alone into SQLite >= 150k rows/s": (alone["SQLite"] or 0) >= 150_000,
         "writer alone into PostgreSQL >= 100k rows/s": (alone["PostgreSQL"] or 0) >= 100_000,
         "worker RSS with the log on (SQLite) within 100 MB of log off": sqlite[
