@@ -7,12 +7,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PY := $(BIN)/python
 ARTIFACTS ?= artifacts
-LIVE ?= var/live
+# The prediction log and the model registry beside it (the service, training and the tools read it).
+PREDICTION_LOG_DIR ?= var
+export PREDICTION_LOG_DIR
+LIVE ?= $(PREDICTION_LOG_DIR)/live
 TRIALS ?= 20
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock data train serve drift monitor report loop demo test lint format bench \
+.PHONY: help setup lock data train serve drift monitor fairness report loop demo test lint format bench \
 	container-smoke reference-run \
 	record-demo
 
@@ -40,14 +43,17 @@ train: $(STAMP)  ## train on data/adult_synth.csv into artifacts/
 $(ARTIFACTS)/manifest.json:
 	$(MAKE) train
 
-serve: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve artifacts/ on 127.0.0.1:8000 (PORT=...)
-	ARTIFACTS_DIR=$(ARTIFACTS) $(BIN)/uvicorn src.app:app --host 127.0.0.1 --port $(PORT) --no-access-log
+serve: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve the registry's champion on 127.0.0.1:8000 (PORT=...)
+	$(BIN)/uvicorn src.app:app --host 127.0.0.1 --port $(PORT) --no-access-log
 
 drift: $(STAMP)  ## drift of the shifted sample against the reference -> artifacts/drift_report.json
 	$(PY) -m src.drift --ref data/adult_ref_sample.csv --new data/adult_shifted_sample.csv --out $(ARTIFACTS)/drift_report.json
 
 monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
 	$(PY) -m src.agent_monitor --metrics data/metrics_history.jsonl --drift data/drift_latest.json --out $(ARTIFACTS)/agent_plan.yaml
+
+fairness: $(STAMP) $(ARTIFACTS)/manifest.json  ## every fairness mitigation, measured -> artifacts/mitigation.md
+	$(PY) -m src.mitigation_table --artifacts $(ARTIFACTS)
 
 report: $(STAMP)  ## the model card with the drift report and plan -> artifacts/report.html
 	$(PY) -m src.report --artifacts $(ARTIFACTS) --out $(ARTIFACTS)/report.html \
@@ -56,7 +62,9 @@ report: $(STAMP)  ## the model card with the drift report and plan -> artifacts/
 loop: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve, replay labelled traffic, monitor what was served
 	ARTIFACTS=$(ARTIFACTS) MONITOR_LIVE_DIR=$(LIVE) scripts/demo_loop.sh
 
-demo: train drift monitor loop report  ## the main job, end to end (writes only ignored paths)
+demo: $(STAMP)  ## the main job, end to end, from an empty var/demo (writes only ignored paths)
+	rm -rf var/demo
+	$(MAKE) train drift monitor loop report PREDICTION_LOG_DIR=var/demo
 
 reference-run: demo  ## refresh the committed reference run in docs/reference-run/
 	scripts/reference_run.sh

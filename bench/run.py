@@ -17,7 +17,7 @@ from bench.common import ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("serving", "workers", "profile", "log", "drift", "load")
+SECTIONS = ("serving", "workers", "profile", "log", "monitoring", "drift", "load", "mitigation")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,10 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("wrk")
             result = log_capacity.run(args.artifacts)
+        elif section == "monitoring":
+            from bench import monitoring
+
+            result = monitoring.run()
         elif section == "drift":
             from bench import drift
 
             result = drift.run()
+        elif section == "mitigation":
+            from bench import mitigation
+
+            result = mitigation.run(args.artifacts)
         elif section == "load":
             from bench import load
 

@@ -1,63 +1,72 @@
 #!/usr/bin/env bash
-# The loop on one machine: serve the trained model, replay a labelled stream with a planted shift
-# through the real API (predictions, then labels as feedback), turn what the service recorded into
-# hourly metrics and a drift report, and let the agent judge them (CLI and POST /monitor).
+# The whole loop on one machine, with no restart: serve the registry's champion (version 1),
+# replay labelled traffic with a planted shift through the real API, judge what the service
+# recorded (critical), let the agent act (retrain on the labelled traffic, gate, promote), watch
+# the service swap to version 2 and the hourly ROC-AUC recover, then roll back and watch it fall.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-ARTIFACTS=${ARTIFACTS:-artifacts}
 LIVE=${MONITOR_LIVE_DIR:-var/live}
-rm -rf "$LIVE"
+export PREDICTION_LOG_DIR=${PREDICTION_LOG_DIR:-var}
 mkdir -p "$LIVE"
-db="sqlite:///$LIVE/predictions.db"
+rm -f "$LIVE"/*.jsonl "$LIVE"/*.json "$LIVE"/*.yaml
 port=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
-
 # Labels are truth: /feedback needs the service's token. The demo makes one for this run.
 SERVICE_TOKEN=${SERVICE_TOKEN:-$("$BIN/python" -c 'import secrets; print(secrets.token_hex(16))')}
-export SERVICE_TOKEN
+export SERVICE_TOKEN MODEL_POLL_SECONDS=2
 
-echo "== serve $ARTIFACTS on $url, 2 workers (prediction log: $db)"
-ARTIFACTS_DIR=$ARTIFACTS DATABASE_URL=$db ACCEPT_EVENT_TIME=true \
-  "$BIN/uvicorn" src.app:app --host 127.0.0.1 --port "$port" --workers 2 --no-access-log \
-  --log-level warning \
-  >"$LIVE/server.log" 2>&1 &
+champion() { "$BIN/python" -m src.registry --json list | "$BIN/python" -c 'import json,sys; print(next(v["version"] for v in json.load(sys.stdin) if "champion" in (v["alias"] or "")))'; }
+served() { curl -fsS "$url/ready" | "$BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["model_version"])'; }
+wait_for() { for _ in $(seq 1 120); do [ "$(served)" = "$1" ] && return 0; sleep 0.5; done; echo "the service did not swap to $1" >&2; return 1; }
+judge() {  # the log -> hourly points + drift -> the agent's plan
+  "$BIN/python" -m src.monitor_window --reference "$REFERENCE" --out-dir "$LIVE" >/dev/null
+  "$BIN/python" -m src.agent_monitor --metrics "$LIVE/metrics_history.jsonl" \
+    --drift "$LIVE/drift_report.json" --out "$LIVE/agent_plan.yaml" "$@"
+}
+roc_by_hour() {  # the last hours' ROC-AUC and the version that served them
+  "$BIN/python" - "$LIVE/metrics_history.jsonl" "$1" <<'PY'
+import json, sys
+points = [json.loads(line) for line in open(sys.argv[1]) if '"roc_auc": null' not in line]
+for p in points[-int(sys.argv[2]):]:
+    print(f"    {p['ts'][5:16]}  ROC-AUC {p['roc_auc']:.3f}  served by {p['model_version']}")
+PY
+}
+
+echo "== serve the registry's champion on $url, 2 workers (log and registry in $PREDICTION_LOG_DIR)"
+DATABASE_URL= ACCEPT_EVENT_TIME=true "$BIN/uvicorn" src.app:app --host 127.0.0.1 --port "$port" \
+  --workers 2 --no-access-log --log-level warning >"$LIVE/server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
+v1=$(champion)
+REFERENCE="$PREDICTION_LOG_DIR/registry/$v1"  # drift is judged against version 1's training rows
+echo "   version 1: $v1"
 
-echo "== replay 8 days of labelled traffic; the last 24 hours shifted"
+echo "== replay 8 days of labelled traffic; the last 24 hours shifted (population and income line)"
 "$BIN/python" -m src.loop.replay --url "$url"
 
-echo "== what the service recorded -> hourly metrics + drift of the last 24 h"
-"$BIN/python" -m src.monitor_window --database-url "$db" --reference "$ARTIFACTS" --out-dir "$LIVE"
+echo "== judge what the service recorded, and act (--execute)"
+judge --execute
+roc_by_hour 4
+v2=$(champion)
+[ "$v2" != "$v1" ] || { echo "the gate kept version 1: see python -m src.registry history" >&2; exit 1; }
+echo "== the service swaps to version 2 ($v2) without a restart"
+wait_for "$v2"
+echo "== 12 more shifted hours, served by version 2"
+"$BIN/python" -m src.loop.replay --url "$url" --first-hour 192 --hours 12 --shift-hours 12 --seed 8
+judge >/dev/null
+roc_by_hour 14
 
-echo "== the agent on those files (CLI)"
-"$BIN/python" -m src.agent_monitor --metrics "$LIVE/metrics_history.jsonl" \
-  --drift "$LIVE/drift_report.json" --out "$LIVE/agent_plan.yaml"
+echo "== roll back to version 1, and 12 more shifted hours"
+"$BIN/python" -m src.registry rollback --force
+wait_for "$v1"
+"$BIN/python" -m src.loop.replay --url "$url" --first-hour 204 --hours 12 --shift-hours 12 --seed 9
+judge >/dev/null
+roc_by_hour 12
 
-echo "== the same through POST /monitor"
-"$BIN/python" - "$url" "$LIVE" <<'PY'
-import json, sys, urllib.request
-url, live = sys.argv[1], sys.argv[2]
-body = {
-    "metrics": [json.loads(line) for line in open(f"{live}/metrics_history.jsonl")],
-    "drift": json.load(open(f"{live}/drift_report.json")),
-}
-request = urllib.request.Request(f"{url}/monitor", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
-plan = json.load(urllib.request.urlopen(request, timeout=60))
-print(f"POST /monitor: status {plan['status']}, actions {', '.join(plan['actions'])}, "
-      f"page on-call: {'yes' if plan['page_oncall'] else 'no'}")
-PY
-
+echo "== the registry's history"
+"$BIN/python" -m src.registry history | tail -8
 kill -TERM "$pid"
 wait "$pid" || true
 trap - EXIT
-echo "== the plan: $LIVE/agent_plan.yaml"
-"$BIN/python" - "$LIVE/agent_plan.yaml" <<'PY'
-import sys, yaml
-plan = yaml.safe_load(open(sys.argv[1]))
-print(f"status: {plan['status']} (page on-call: {'yes' if plan['page_oncall'] else 'no'})")
-print(f"actions, in order: {', '.join(plan['actions'])}")
-print(f"rationale: {plan['rationale']}")
-PY
+echo "== the last plan: $LIVE/agent_plan.yaml"

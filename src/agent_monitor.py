@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from src.agent import LLMConfig, load_drift, load_metrics, monitor, plan_yaml
+from src.agent import AgentPlan, LLMConfig, load_drift, load_metrics, monitor, plan_yaml
 from src.agent.observations import describe_drift, describe_metrics, file_origin
 from src.fileio import run_cli, write_text_atomic
 
@@ -25,7 +25,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--llm", action="store_true", help="ask the LLM at AGENT_LLM_BASE_URL for the rationale"
     )
+    parser.add_argument(
+        "--execute",
+        action="store_true",
+        help="carry out the plan (roll back, alert, retrain through the gate); without it nothing "
+        "changes and the plan says what it would do",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/adult_synth.csv"),
+        help="the training data a retraining starts from (default: %(default)s)",
+    )
+    parser.add_argument("--force", action="store_true", help="override the cooldown (recorded)")
     return parser
+
+
+def would_do(plan: AgentPlan) -> list[str]:
+    """What --execute would do, in order, said in the plan when it is not executed."""
+    return [f"{action}: {WOULD[action]}" for action in plan.actions if action in WOULD]
+
+
+WOULD = {
+    "roll_back_model": "make the previous champion champion again (if the cooldown allows)",
+    "open_incident": "POST an alert to ALERT_WEBHOOK_URL (else stderr and the history)",
+    "trigger_retraining": "train a challenger on the data plus recent labelled traffic, gate it",
+    "raise_thresholds": "record a recommendation to raise serving capacity",
+}
+
+
+def execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, object]]:
+    """The plan, carried out against the registry beside the log."""
+    import tempfile
+
+    from src.agent.executor import Executor
+    from src.loop.tables import make_engine, upgrade
+    from src.registry.core import Registry
+    from src.registry.retrain import retrain
+    from src.settings import Settings
+
+    settings = Settings()
+    engine = make_engine(settings.registry_url)
+    upgrade(engine)
+    registry = Registry(engine, settings.registry_store)
+    work = Path(tempfile.mkdtemp(prefix="retrain-"))
+
+    def challenger() -> Path:
+        return retrain(
+            data,
+            engine,
+            work,
+            hours=settings.retrain_traffic_hours,
+            trials=settings.retrain_trials,
+            params=registry.champion_hyperparameters(),
+        )
+
+    try:
+        return Executor(registry, settings, retrain=challenger).execute(plan, force=force)
+    finally:
+        engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,8 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "drift": describe_drift(drift, file_origin(args.drift) if args.drift else {}),
         }
         plan = monitor(points, drift, now=datetime.now(UTC), llm=llm, sources=sources)
+        if args.execute:
+            plan = plan.model_copy(update={"executed": execute(plan, args.data, force=args.force)})
+        else:
+            plan = plan.model_copy(update={"would_do": would_do(plan)})
         write_text_atomic(args.out, plan_yaml(plan))
         print(f"status: {plan.status}; actions: {', '.join(plan.actions)}; wrote {args.out}")
+        for outcome in plan.executed or []:
+            print(f"  executed {outcome['action']}: {outcome['result']}")
         return 0
 
     return run_cli(body)

@@ -23,8 +23,12 @@ METRICS_FILE = "metrics.json"
 SAMPLE_FILE = "sample_rows.json"
 # Every validation row's label, probabilities (model, baseline) and groups: the report's curves.
 PREDICTIONS_FILE = "validation_predictions.csv"
+# The validation rows with their labels: the registry's fixed holdout for its gate.
+VALIDATION_ROWS_FILE = "validation_rows.csv"
 # The training part's features: the reference live traffic is compared against for drift.
 REFERENCE_FILE = "reference_rows.csv"
+# The bins fitted on them: what the log's hourly statistics count into.
+DRIFT_REFERENCE_FILE = "drift_reference.json"
 # Gain and mean |SHAP| per model input.
 IMPORTANCES_FILE = "feature_importances.csv"
 # The model card, built by training: the service serves it with its live parts filled in.
@@ -112,8 +116,12 @@ def write_artifact_set(outdir: Path, files: dict[str, bytes], manifest: dict[str
 
 
 def model_version(manifest: dict[str, Any]) -> str:
-    sha = (manifest.get("git_sha") or "nogit")[:12]
-    return f"{sha}-{manifest['data_sha256'][:12]}"
+    """The set's identity: a hash of its files' hashes. Two sets trained on the same data with
+    other seeds or settings differ; the same set registered twice is the same version."""
+    import hashlib
+
+    listing = "\n".join(f"{name}:{digest}" for name, digest in sorted(manifest["files"].items()))
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

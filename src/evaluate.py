@@ -282,3 +282,47 @@ def proxy_check(
             "strongest_input": feature_names[int(np.argmax(gains))],
         }
     return out
+
+
+def headline_gap_groups(y_true: np.ndarray, sensitive: pd.Series) -> tuple[str, list[str]]:
+    """The reference group (the largest) and the other groups big enough to act on: the groups
+    the headline gaps compare. Small groups stay in the per-group report, flagged."""
+    y_true = np.asarray(y_true).astype(int)
+    groups = sensitive.astype(object).fillna(MISSING_GROUP).astype(str).to_numpy()
+    names, sizes = np.unique(groups, return_counts=True)
+    reference = str(names[np.argmax(sizes)])
+    big = []
+    for name, n in zip(names, sizes, strict=True):
+        positives = int(y_true[groups == name].sum())
+        if (
+            name != reference
+            and n >= MIN_GROUP_ROWS
+            and min(positives, n - positives) >= (MIN_GROUP_CLASS)
+        ):
+            big.append(str(name))
+    return reference, big
+
+
+def _rates(decided: np.ndarray, y_true: np.ndarray, members: np.ndarray) -> tuple[float, float]:
+    """Selection rate and true-positive rate of one group."""
+    return float(decided[members].mean()), float(decided[members & (y_true == 1)].mean())
+
+
+def headline_gaps(
+    y_true: np.ndarray, proba: np.ndarray, sensitive: pd.DataFrame, *, threshold: float = 0.5
+) -> dict[str, float]:
+    """The widest demographic-parity (selection rate) and equal-opportunity (TPR) gaps against
+    the largest group, among groups big enough, per attribute: `sex_dp`, `sex_eo`, `race_dp`,
+    `race_eo`. The fairness table of the mitigations and the registry's gate both read these."""
+    y_true = np.asarray(y_true).astype(int)
+    decided = np.asarray(proba) >= threshold
+    out: dict[str, float] = {}
+    for attribute in FAIRNESS_ATTRIBUTES:
+        reference, others = headline_gap_groups(y_true, sensitive[attribute])
+        groups = sensitive[attribute].astype(object).fillna(MISSING_GROUP).astype(str).to_numpy()
+
+        ref_selection, ref_tpr = _rates(decided, y_true, groups == reference)
+        gaps = [_rates(decided, y_true, groups == name) for name in others]
+        out[f"{attribute}_dp"] = max((abs(s - ref_selection) for s, _ in gaps), default=0.0)
+        out[f"{attribute}_eo"] = max((abs(t - ref_tpr) for _, t in gaps), default=0.0)
+    return out

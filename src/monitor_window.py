@@ -1,8 +1,9 @@
 """Turn the service's own prediction log into what the monitor reads: hourly metrics points and a
 drift report of the latest window against the training reference.
 
-`python -m src.monitor_window --reference artifacts/ --out-dir artifacts/live/` (the database is
-DATABASE_URL, or the service's default SQLite file, or --database-url).
+`python -m src.monitor_window --reference artifacts/ --out-dir var/live/` (the database is
+DATABASE_URL, or the service's default SQLite file, or --database-url). It first brings the
+hourly statistics up to date, in the database (only the hours that changed), then reads them.
 """
 
 from __future__ import annotations
@@ -15,46 +16,82 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.artifacts import REFERENCE_FILE
+from src.artifacts import DRIFT_REFERENCE_FILE, REFERENCE_FILE
 from src.data import load_dataset
-from src.drift import DEFAULT_THRESHOLD
+from src.drift import DEFAULT_THRESHOLD, FeatureReference, fit_reference, references_from_json
 from src.errors import DataError
 from src.fileio import dumps_json, run_cli, write_text_atomic
 from src.loop.labels import purge_unmatched
-from src.loop.tables import make_engine
-from src.loop.windows import DEFAULT_WINDOW_HOURS, build_window_files
+from src.loop.statistics import refresh
+from src.loop.tables import make_engine, upgrade
+from src.loop.windows import DEFAULT_WINDOW_HOURS, drift_report, hourly_points
 from src.settings import Settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def load_references(folder: Path) -> dict[str, FeatureReference]:
+    """The bins stored with the model; sets trained before they were stored: fitted again."""
+    stored = folder / DRIFT_REFERENCE_FILE
+    if stored.is_file():
+        return references_from_json(stored.read_text())
+    return fit_reference(load_dataset(folder / REFERENCE_FILE, require_target=False).features)
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.monitor_window", description=__doc__)
     parser.add_argument("--database-url", help="default: DATABASE_URL or the service's SQLite file")
     parser.add_argument(
         "--reference",
         type=Path,
         default=Path("artifacts"),
-        help=f"the artifact folder holding {REFERENCE_FILE}",
+        help=f"the artifact folder holding {DRIFT_REFERENCE_FILE} (default: %(default)s)",
     )
-    parser.add_argument("--out-dir", type=Path, default=Path("artifacts/live"))
+    parser.add_argument("--out-dir", type=Path, default=Path("var/live"))
     parser.add_argument("--window-hours", type=int, default=DEFAULT_WINDOW_HOURS)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--label-delay-hours",
+        type=int,
+        default=settings.stats_label_delay_hours,
+        help="an hour's quality counts once this long has passed since it ended (%(default)s)",
+    )
+    parser.add_argument(
+        "--min-labelled",
+        type=int,
+        default=settings.stats_min_labelled,
+        help="labelled rows an hour needs for a quality point (%(default)s)",
+    )
+    parser.add_argument("--rebuild", action="store_true", help="recompute every hour")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = Settings()
+    args = build_parser(settings).parse_args(argv)
 
     def body() -> int:
-        settings = Settings()
         url = args.database_url or settings.prediction_log_url
         if args.window_hours < 1:
             raise DataError(f"--window-hours must be at least 1, got {args.window_hours}")
-        reference = load_dataset(args.reference / REFERENCE_FILE, require_target=False).features
+        references = load_references(args.reference)
         engine = make_engine(url)
+        now = datetime.now(UTC)
         try:
-            now = datetime.now(UTC)
-            keep = timedelta(hours=settings.label_pending_hours)
-            purged = purge_unmatched(engine, now=now, keep=keep)
-            if purged:
-                print(f"purged {purged} labels whose prediction never arrived within {keep}")
-            points, report = build_window_files(
-                engine, reference, window_hours=args.window_hours, threshold=args.threshold
+            upgrade(engine)
+            purged = purge_unmatched(
+                engine, now=now, keep=timedelta(hours=settings.label_pending_hours)
+            )
+            done = refresh(
+                engine,
+                references,
+                now=now,
+                label_delay=timedelta(hours=args.label_delay_hours),
+                rebuild=args.rebuild,
+            )
+            points = hourly_points(engine, min_labelled=args.min_labelled)
+            report = (
+                drift_report(engine, references, hours=args.window_hours, threshold=args.threshold)
+                if points
+                else None
             )
         except SQLAlchemyError as exc:
             raise DataError(
@@ -62,17 +99,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             ) from None
         finally:
             engine.dispose()
-        if not points:
-            raise DataError(f"{url}: no hour has labels of both classes yet (POST /feedback)")
+        if not points or report is None:
+            raise DataError(f"{url}: the prediction log is empty: nothing to judge yet")
         args.out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(
             args.out_dir / "metrics_history.jsonl", "".join(json.dumps(p) + "\n" for p in points)
         )
         write_text_atomic(args.out_dir / "drift_report.json", dumps_json(report))
+        quality = sum(p["roc_auc"] is not None for p in points)
         print(
-            f"{len(points)} hourly points, drift over the last {args.window_hours} h "
-            f"({report['window']['rows']} rows): {'yes' if report['overall_drift'] else 'no'}; "
-            f"wrote {args.out_dir}/metrics_history.jsonl and drift_report.json"
+            f"statistics: {done.hours_computed} hours computed, {done.hours_late} late hours "
+            f"recomputed{' (rebuilt)' if done.rebuilt else ''}"
+            + (f", {purged} unmatched labels purged" if purged else "")
+        )
+        print(
+            f"{len(points)} hourly points ({quality} with quality), drift over the last "
+            f"{args.window_hours} h ({report['window']['rows']} rows): "
+            f"{'yes' if report['model_input_drift'] else 'no'} for model inputs; wrote "
+            f"{args.out_dir}/metrics_history.jsonl and drift_report.json"
         )
         return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 SERVED_SLOT = "<!--served-->"
+REGISTRY_SLOT = "<!--registry-->"
 BADGES_SLOT = "<!--badges-->"
 MONITORING_SLOT = "<!--monitoring-->"
 STATUS_CLASS = {"healthy": "ok", "warn": "warn", "critical": "bad"}
@@ -202,10 +203,41 @@ def _drift_scope(drift: dict[str, Any]) -> str:
     return "rows not recorded"
 
 
-def fill(page: str, *, served: str = "", badges: str = "", monitoring: str = "") -> str:
+def registry_section(champion: str | None, served: str, events: Sequence[dict[str, Any]]) -> str:
+    """The registry: who is champion, and what happened, newest first."""
+    rows = [
+        [
+            esc(e["ts"]),
+            esc(e["kind"]),
+            f"<code>{esc(e['version'] or '-')}</code>",
+            esc(e["actor"]),
+            esc(str(e["reason"])[:300]),
+        ]
+        for e in reversed(events)
+    ]
+    note = ""
+    if champion not in (None, served):
+        note = (
+            f" This worker still serves <code>{esc(served)}</code>: it follows the champion "
+            "within seconds, or keeps its model if the new one fails verification."
+        )
+    return (
+        '<section id="registry"><h2>The model registry</h2>'
+        f"<p>Champion: <code>{esc(champion or 'none')}</code>.{note}</p>"
+        + table(["when", "what", "version", "by", "why"], rows)
+        + "</section>"
+    )
+
+
+def fill(
+    page: str, *, served: str = "", badges: str = "", monitoring: str = "", registry: str = ""
+) -> str:
     """The card with its live parts put in."""
+    if REGISTRY_SLOT not in page:  # a card built before the registry had its own place
+        monitoring += registry
     return (
         page.replace(SERVED_SLOT, served, 1)
         .replace(BADGES_SLOT, badges, 1)
         .replace(MONITORING_SLOT, monitoring, 1)
+        .replace(REGISTRY_SLOT, registry, 1)
     )

@@ -40,6 +40,7 @@ from src.fileio import run_cli, write_text_atomic
 from src.pages import (
     BADGES_SLOT,
     MONITORING_SLOT,
+    REGISTRY_SLOT,
     SERVED_SLOT,
     badge,
     esc,
@@ -52,6 +53,7 @@ from src.pages import (
     table,
 )
 
+MITIGATION_JSON = "mitigation.json"  # written beside the set by python -m src.mitigation_table
 MODEL_COLOR, BASELINE_COLOR, ALERT_COLOR, MUTED = "#1f5fa8", "#9a9a9a", "#c0392b", "#6b7280"
 plt.rcParams.update(
     {
@@ -224,6 +226,70 @@ def importance_figure(importances: pd.DataFrame) -> str:
 CSS = (Path(__file__).parent / "report.css").read_text()
 
 
+def mitigation_figure(rows: list[dict[str, Any]]) -> str:
+    """Accuracy against the sex selection-rate gap, one point per candidate, 95% intervals."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for row in rows:
+        m, ci = row["metrics"], row["ci95"]
+        color = MODEL_COLOR if row["trainable"] else BASELINE_COLOR
+        ax.errorbar(
+            m["sex_dp"],
+            m["accuracy"],
+            xerr=[[m["sex_dp"] - ci["sex_dp"][0]], [ci["sex_dp"][1] - m["sex_dp"]]],
+            yerr=[[m["accuracy"] - ci["accuracy"][0]], [ci["accuracy"][1] - m["accuracy"]]],
+            fmt="o",
+            color=color,
+            ecolor=color,
+            capsize=2,
+        )
+        point = (m["sex_dp"], m["accuracy"])
+        ax.annotate(row["candidate"], point, xytext=(5, 4), textcoords="offset points")
+    ax.axvline(GAP_LIMIT, color=ALERT_COLOR, linestyle=":", linewidth=1)
+    ax.set(
+        xlabel="sex selection-rate gap (lower is fairer)",
+        ylabel="accuracy",
+        title="Mitigations: accuracy against gap (grey: evaluation only)",
+    )
+    return svg(fig)
+
+
+def mitigation_section(result: dict[str, Any]) -> str:
+    """The comparison of mitigations (python -m src.mitigation_table), when it was run."""
+    keys = ("roc_auc", "accuracy", "sex_dp", "sex_eo", "race_dp", "race_eo")
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        low, high = row["ci95"][key]
+        value = row["metrics"][key]
+        shown = _gap(value) if key.endswith(("_dp", "_eo")) else fmt(value)
+        return f"{shown} <small>[{fmt(low)}, {fmt(high)}]</small>"
+
+    rows = [
+        [
+            esc(row["candidate"])
+            + ("" if row["trainable"] else " <small>(evaluation only)</small>"),
+            *[cell(row, k) for k in keys],
+            f"{row['train_seconds']:.1f} s ({row['slowdown']:.1f}x"
+            + (", <b>over 10x</b>)" if row["too_slow"] else ")"),
+        ]
+        for row in result["rows"]
+    ]
+    choice = result["recommendation"]
+    table_html = table(
+        ["candidate", "ROC-AUC", "accuracy", "sex DP", "sex EO", "race DP", "race EO", "fit"],
+        rows,
+    )
+    return (
+        '<section id="mitigations"><h2>Fairness mitigations, measured</h2>'
+        f"<p>{result['val_rows']} validation rows, the model's split and seed (95% bootstrap "
+        "intervals). Gaps: the widest difference against the largest group, among groups big "
+        "enough; DP is the selection rate, EO the true-positive rate. Per-group thresholds decide "
+        "with sex (disparate treatment, restricted in credit and hiring): evaluation only, never "
+        "served.</p>"
+        f"{table_html}{mitigation_figure(result['rows'])}"
+        f"<p><b>Choice: {esc(choice['candidate'])}.</b> {esc(choice['why'])}</p></section>"
+    )
+
+
 def _kpi(value: str, label: str) -> str:
     return f'<div class="kpi"><b>{value}</b><span>{esc(label)}</span></div>'
 
@@ -240,6 +306,7 @@ def build_card(
         _fairness_section(metrics),
         _importance_section(importances),
         MONITORING_SLOT,
+        REGISTRY_SLOT,
         _limits_section(metrics),
     ]
     meta = f"trained {esc(metrics['timestamp'])} · git {esc(metrics.get('git_sha') or 'unknown')}"
@@ -482,8 +549,13 @@ def build_report(
     if drift_path or plan_path:
         label = "the plan and drift report named on the command line"
         results.append(read_monitoring(label, plan_path, drift_path))
+    page = build_card(metrics, predictions, importances)
+    mitigations = artifacts / MITIGATION_JSON
+    if mitigations.is_file():
+        section = mitigation_section(json.loads(mitigations.read_text()))
+        page = page.replace(MONITORING_SLOT, section + MONITORING_SLOT, 1)
     return fill(
-        build_card(metrics, predictions, importances),
+        page,
         served=served_block(manifest, model_version(manifest)),
         badges=monitoring_badges(results),
         monitoring=monitoring_section(results),

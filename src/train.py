@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from src.artifacts import (
     CARD_FILE,
+    DRIFT_REFERENCE_FILE,
     IMPORTANCES_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -30,25 +31,29 @@ from src.artifacts import (
     PREDICTIONS_FILE,
     REFERENCE_FILE,
     SAMPLE_FILE,
+    VALIDATION_ROWS_FILE,
     git_sha,
     library_versions,
     write_artifact_set,
 )
 from src.data import load_dataset, split_dataset
+from src.drift import fit_reference, references_to_json
 from src.errors import DataError
 from src.evaluate import (
     FAIRNESS_ATTRIBUTES,
     GAP_LIMIT,
     classification_metrics,
     group_fairness,
+    headline_gaps,
     mitigation_note,
     paired_auc_difference,
     proxy_check,
 )
 from src.features import build_baseline_pipeline, build_feature_pipeline, categorical_indices
 from src.fileio import dumps_json, run_cli, sha256_file
+from src.mitigation import PLAIN, TRAINABLE, FitChoice, fit_choice
 from src.report import build_card
-from src.schema import FEATURES, MODEL_INPUTS, SENSITIVE
+from src.schema import FEATURES, MODEL_INPUTS, SENSITIVE, TARGET
 
 MIN_ROC_AUC = 0.83  # the spec's acceptance bar
 DECISION_THRESHOLD = 0.5
@@ -225,6 +230,16 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """The preprocessing pipeline fit on the training part, and both parts through it."""
+
+    pipeline: Any
+    names: list[str]
+    train_matrix: np.ndarray
+    val_matrix: np.ndarray
+
+
+@dataclass(frozen=True)
 class FittedModel:
     """The final fit: the preprocessing pipeline, the model and what validation saw."""
 
@@ -234,27 +249,51 @@ class FittedModel:
     train_matrix: np.ndarray
     val_matrix: np.ndarray
     proba: np.ndarray
+    mitigation: FitChoice
+
+
+def encode(x_train: pd.DataFrame, x_val: pd.DataFrame) -> Encoded:
+    pipeline = build_feature_pipeline().fit(x_train[list(MODEL_INPUTS)])
+    return Encoded(
+        pipeline=pipeline,
+        names=list(pipeline.get_feature_names_out()),
+        train_matrix=pipeline.transform(x_train),
+        val_matrix=pipeline.transform(x_val),
+    )
 
 
 def fit_model(
-    x_train: pd.DataFrame,
+    encoded: Encoded,
     y_train: pd.Series,
-    x_val: pd.DataFrame,
     params: dict[str, Any],
     seed: int,
+    mitigation: FitChoice = PLAIN,
 ) -> FittedModel:
-    pipeline = build_feature_pipeline().fit(x_train[list(MODEL_INPUTS)])
-    train_matrix, val_matrix = pipeline.transform(x_train), pipeline.transform(x_val)
     model = make_model(params, seed=seed).fit(
-        train_matrix, y_train, categorical_feature=categorical_indices()
+        mitigation.training_matrix(encoded.train_matrix, encoded.names),
+        y_train,
+        sample_weight=mitigation.sample_weight,
+        categorical_feature=categorical_indices(),
     )
     return FittedModel(
-        pipeline=pipeline,
+        pipeline=encoded.pipeline,
         model=model,
-        names=list(pipeline.get_feature_names_out()),
-        train_matrix=train_matrix,
-        val_matrix=val_matrix,
-        proba=model.predict_proba(val_matrix)[:, 1],
+        names=encoded.names,
+        train_matrix=encoded.train_matrix,
+        val_matrix=encoded.val_matrix,
+        proba=model.predict_proba(encoded.val_matrix)[:, 1],
+        mitigation=mitigation,
+    )
+
+
+def check_proxies(encoded: Encoded, x_train: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """How well the encoded inputs predict each sensitive attribute (evaluate.proxy_check)."""
+    return proxy_check(
+        encoded.train_matrix,
+        encoded.names,
+        x_train[list(SENSITIVE)],
+        categorical=categorical_indices(),
+        seed=seed,
     )
 
 
@@ -270,16 +309,9 @@ def fit_baseline(x_train: pd.DataFrame, y_train: pd.Series, x_val: pd.DataFrame)
 
 
 def fairness_block(
-    fitted: FittedModel, x_train: pd.DataFrame, x_val: pd.DataFrame, y_val: pd.Series, seed: int
+    fitted: FittedModel, proxies: dict[str, Any], x_val: pd.DataFrame, y_val: pd.Series, seed: int
 ) -> dict[str, Any]:
     """Per-group rates and gaps for sex and race, the proxy check, and what to try."""
-    proxies = proxy_check(
-        fitted.train_matrix,
-        fitted.names,
-        x_train[list(SENSITIVE)],
-        categorical=categorical_indices(),
-        seed=seed,
-    )
     by_attribute = {
         a: group_fairness(y_val.to_numpy(), fitted.proba, sensitive_features=x_val[a], seed=seed)
         for a in FAIRNESS_ATTRIBUTES
@@ -292,6 +324,7 @@ def fairness_block(
     return {
         "threshold": DECISION_THRESHOLD,
         "by_attribute": by_attribute,
+        "headline_gaps": headline_gaps(y_val.to_numpy(), fitted.proba, x_val),
         "proxy_check": proxies,
         "mitigations": mitigations,
     }
@@ -323,6 +356,11 @@ def artifact_files(
         SAMPLE_FILE: dumps_json(sample_rows(x_val, fitted.proba)).encode(),
         PREDICTIONS_FILE: predictions.to_csv(index=False, lineterminator="\n").encode(),
         REFERENCE_FILE: x_train[list(FEATURES)].to_csv(index=False, lineterminator="\n").encode(),
+        DRIFT_REFERENCE_FILE: references_to_json(fit_reference(x_train[list(FEATURES)])).encode(),
+        VALIDATION_ROWS_FILE: x_val[list(FEATURES)]
+        .assign(**{TARGET: y_val.to_numpy()})
+        .to_csv(index=False, lineterminator="\n")
+        .encode(),
     }
 
 
@@ -337,6 +375,7 @@ def build_manifest(metrics: dict[str, Any], x_train: pd.DataFrame) -> dict[str, 
         "sensitive": list(SENSITIVE),
         # Inputs that had missing values in training: the API accepts null for these only.
         "nullable": [c for c in MODEL_INPUTS if x_train[c].isna().any()],
+        "mitigation": metrics["mitigation"],
         "versions": metrics["versions"],
     }
 
@@ -392,6 +431,7 @@ def assemble_metrics(
         "data": run["data"],
         "model_inputs": fitted.names,
         "sensitive_excluded": list(SENSITIVE),
+        "mitigation": fitted.mitigation.describe(),
         "versions": library_versions(),
         "baseline": {
             "model": "LogisticRegression (one-hot, scaled)",
@@ -414,8 +454,11 @@ def train(
     seed: int = 42,
     val_size: float = 0.2,
     trials: int = 20,
+    mitigation: str = "none",
+    params: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train, evaluate once on validation, and write the artifact set into `outdir`."""
+    """Train, evaluate once on validation, and write the artifact set into `outdir`. Given
+    `params` (and no trials), those hyperparameters are used without a search."""
     started = time.perf_counter()
     dataset = load_dataset(data_path)
     for note in dataset.notes:
@@ -425,16 +468,26 @@ def train(
     _log(
         f"data: {len(x_train)} train / {len(x_val)} validation rows, {y_train.mean():.1%} positive"
     )
-    _log(
-        f"hpo: {trials} trials x {CV_FOLDS}-fold CV on the training part"
-        if trials
-        else "hpo: skipped"
-    )
-    params, trials_log = search_hyperparameters(x_train, y_train, trials=trials, seed=seed)
-    fitted = fit_model(x_train, y_train, x_val, params, seed)
+    if params is not None and not trials:
+        _log("hpo: skipped, hyperparameters given")
+        params, trials_log = dict(params), []
+    else:
+        _log(
+            f"hpo: {trials} trials x {CV_FOLDS}-fold CV on the training part"
+            if trials
+            else "hpo: skipped"
+        )
+        params, trials_log = search_hyperparameters(x_train, y_train, trials=trials, seed=seed)
+    encoded = encode(x_train, x_val)
+    _log("fairness: proxy check")
+    proxies = check_proxies(encoded, x_train, seed)
+    choice = fit_choice(mitigation, proxies, x_train[list(SENSITIVE)], y_train.to_numpy())
+    if mitigation != "none":
+        _log(f"mitigation: {choice.describe()}")
+    fitted = fit_model(encoded, y_train, params, seed, choice)
     baseline_proba = fit_baseline(x_train, y_train, x_val)
-    _log("fairness: groups, gaps and proxy check")
-    fairness = fairness_block(fitted, x_train, x_val, y_val, seed)
+    _log("fairness: groups and gaps")
+    fairness = fairness_block(fitted, proxies, x_val, y_val, seed)
     data = {"path": str(data_path), "sha256": sha256_file(data_path), "rows": len(dataset.features)}
     run = {"seed": seed, "val_size": val_size, "trials": trials, "data": data}
     metrics = assemble_metrics(
@@ -484,6 +537,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--trials", type=int, default=20, help="HPO trials (0 skips the search)")
     parser.add_argument(
+        "--mitigation",
+        choices=TRAINABLE,
+        default="none",
+        help="a fairness mitigation for the final fit; the comparison of all of them is "
+        "`python -m src.mitigation_table` (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-register",
+        action="store_true",
+        help="do not register the set in the model registry (it is, by default: see README)",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help=f"exit 1 when validation ROC-AUC < {MIN_ROC_AUC} or the baseline wins beyond noise",
@@ -512,6 +577,8 @@ def report_run(m: dict[str, Any], outdir: Path, *, strict: bool) -> int:
             f"max EO diff {report['max_equal_opportunity_diff']:.3f} "
             f"(vs {report['reference_group']})"
         )
+    if m["mitigation"]["name"] != "none":
+        print(f"mitigation: {m['mitigation']['name']} ({m['mitigation']['description']})")
     print(f"wrote {outdir}/ in {m['train_seconds']:.1f}s")
     status = 0
     if comparison["verdict"] == "baseline better":
@@ -532,6 +599,24 @@ def report_run(m: dict[str, Any], outdir: Path, *, strict: bool) -> int:
     return status
 
 
+def register_set(outdir: Path) -> str:
+    """Into the model registry beside the log: champion when there is none, else through the
+    gate. What became of it, in one sentence."""
+    from src.loop.tables import make_engine, upgrade
+    from src.registry.actions import register_trained
+    from src.registry.core import Registry
+    from src.settings import Settings
+
+    settings = Settings()
+    engine = make_engine(settings.registry_url)
+    try:
+        upgrade(engine)
+        registry = Registry(engine, settings.registry_store)
+        return register_trained(registry, outdir, settings, actor="python -m src.train")
+    finally:
+        engine.dispose()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -542,9 +627,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DataError(f"--trials must be >= 0, got {args.trials}")
         signal.signal(signal.SIGTERM, _raise_interrupt)
         result = train(
-            args.data, args.outdir, seed=args.seed, val_size=args.val_size, trials=args.trials
+            args.data,
+            args.outdir,
+            seed=args.seed,
+            val_size=args.val_size,
+            trials=args.trials,
+            mitigation=args.mitigation,
         )
-        return report_run(result.metrics, result.outdir, strict=args.strict)
+        status = report_run(result.metrics, result.outdir, strict=args.strict)
+        if not args.no_register:
+            print(f"registry: {register_set(result.outdir)}")
+        return status
 
     return run_cli(body)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from src.artifacts import MANIFEST_FILE, MODEL_FILE
+from src.artifacts import MANIFEST_FILE, MODEL_FILE, model_version
 from src.schema import MODEL_INPUTS, SENSITIVE
 from src.service.factory import create_app
 from src.settings import Settings
@@ -59,7 +59,8 @@ def test_metadata_describes_model_and_schema(client: TestClient, artifacts_dir: 
     manifest = json.loads((artifacts_dir / MANIFEST_FILE).read_text())
     metrics = json.loads((artifacts_dir / "metrics.json").read_text())
     assert body["data_sha256"] == manifest["data_sha256"]
-    assert body["model_version"].endswith(manifest["data_sha256"][:12])
+    assert body["model_version"] == model_version(manifest)  # the hash of the files' hashes
+    assert body["mitigation"]["name"] == "none"  # the plain model unless training asked
     assert body["trained_at"] == manifest["created_at"]
     assert body["validation_metrics"]["roc_auc"] == metrics["roc_auc"]
     assert body["decision_threshold"] == 0.5

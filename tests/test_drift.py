@@ -117,10 +117,14 @@ def test_constant_and_all_missing_columns_give_defined_results() -> None:
     ref_constant["education_num"] = 9.0
     report = compute_drift(ref_constant, new)
     text = json.dumps(report.to_dict(), allow_nan=False)  # no NaN anywhere
-    assert "every value is missing in the new sample" in text
+    assert "not observed" in text
     assert "constant in the reference" in text
     assert report.details["capital_loss"]["ks_statistic"] is None
-    assert report.details["capital_loss"]["drifted"] is True  # all missing is drift
+    # A column with no value at all is not observed: reported, never counted as drift (issue 14:
+    # a client that leaves out a field must not page anyone).
+    assert report.details["capital_loss"]["observed"] is False
+    assert report.details["capital_loss"]["drifted"] is False
+    assert report.details["capital_loss"]["psi"] is None
 
 
 # --- the CLI ----------------------------------------------------------------------------------

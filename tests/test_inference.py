@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,8 +45,13 @@ class Server:
     """uvicorn serving `artifacts` on 127.0.0.1; stopped with SIGTERM like any process manager."""
 
     def __init__(
-        self, artifacts: Path, *, uvicorn_args: tuple[str, ...] = ("--no-access-log",), **env: str
+        self,
+        artifacts: Path | None,
+        *,
+        uvicorn_args: tuple[str, ...] = ("--no-access-log",),
+        **env: str,
     ) -> None:
+        """`artifacts` None: no ARTIFACTS_DIR, so the service serves the registry's champion."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: nobody reads a pipe during a load test, and a full pipe would block
@@ -64,9 +70,11 @@ class Server:
                 *uvicorn_args,
             ],
             cwd=ROOT,
-            env={**os.environ, "ARTIFACTS_DIR": str(artifacts), **env},
+            env={**os.environ, **({"ARTIFACTS_DIR": str(artifacts)} if artifacts else {}), **env},
             stdout=self.output,
             stderr=subprocess.STDOUT,
+            # Its own process group: kill() ends the workers and log writers too, never orphans.
+            start_new_session=True,
         )
 
     def wait_ready(self) -> dict[str, Any]:
@@ -88,9 +96,15 @@ class Server:
         try:
             code = self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.kill()
             raise
         return code, self.read_output()
+
+    def kill(self) -> None:
+        """SIGKILL to the server and every process it started."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
 
     def read_output(self) -> str:
         return Path(self.output.name).read_text()
@@ -104,7 +118,7 @@ def server(artifacts_dir: Path) -> Iterator[Server]:
         yield running
     finally:
         if running.process.poll() is None:
-            running.process.kill()
+            running.kill()
 
 
 def _two_sample_rows(artifacts_dir: Path) -> list[dict[str, Any]]:

@@ -105,4 +105,4 @@ def test_prometheus_counts_every_request_across_two_workers(artifacts_dir: Path)
     finally:
         scraper.terminate()
         scraper.wait(timeout=30)
-        server.process.kill()
+        server.kill()

@@ -138,7 +138,7 @@ def server(report_dir: Path) -> Iterator[Server]:
         running.wait_ready()
         yield running
     finally:
-        running.process.kill()
+        running.kill()
 
 
 def test_report_is_served_and_linked_from_metadata(server: Server) -> None:

@@ -198,7 +198,7 @@ def served(artifacts_dir: Path):  # type: ignore[no-untyped-def]
         yield server
     finally:
         if server.process.poll() is None:
-            server.process.kill()
+            server.kill()
 
 
 def test_docs_render_in_chromium_with_no_network_but_loopback(served: Server) -> None:

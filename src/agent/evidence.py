@@ -1,11 +1,16 @@
 """Evidence: every number the rules look at, computed once from the observations, and the
-findings the plan shows (each number with its margin to the gate and how long a breach lasted)."""
+findings the plan shows (each number with its margin to the gate and how long a breach lasted).
+
+Quality is judged against the current model's own history: the 7-day medians use the points of
+the model version that answered the latest quality point, and say so when there are too few and
+they fall back to every version. Everything here is O(n log n) in the points: one sliding-window
+median pass per metric.
+"""
 
 from __future__ import annotations
 
-import statistics
-from bisect import bisect_left
-from collections.abc import Callable
+import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +22,7 @@ MIN_WINDOW_POINTS = 3
 LATENCY_LIMIT_MS = 400.0
 LATENCY_POINTS = 2
 TOP_DRIFTED = 5
+ROC_WARN, ROC_CRITICAL, PR_CRITICAL = 3.0, 6.0, 5.0
 
 
 def _minus_window(ts: datetime) -> datetime:
@@ -26,33 +32,133 @@ def _minus_window(ts: datetime) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def _median_before(points: list[MetricPoint], index: int, metric: str) -> tuple[float | None, int]:
-    """Median of `metric` over points in the WINDOW before points[index] (that point excluded)."""
-    times = [p.ts for p in points]
-    start = bisect_left(times, _minus_window(points[index].ts))
-    end = bisect_left(times, points[index].ts)
-    window = [getattr(p, metric) for p in points[start:end]]
-    return (statistics.median(window) if window else None), len(window)
+class _SlidingMedian:
+    """The median of a window of values that gains on one side and loses on the other: two heaps
+    (the smaller half, the larger half) with lazy deletion, O(log n) a step."""
+
+    def __init__(self) -> None:
+        self.low: list[tuple[float, int]] = []  # (-value, key): a max-heap
+        self.high: list[tuple[float, int]] = []  # (value, key)
+        self.side: dict[int, int] = {}  # live key -> 0 (low) or 1 (high)
+        self.sizes = [0, 0]
+
+    def _prune(self) -> None:
+        for heap in (self.low, self.high):
+            while heap and heap[0][1] not in self.side:
+                heapq.heappop(heap)
+
+    def _move(self, source: int) -> None:
+        self._prune()
+        if source == 0:
+            value, key = heapq.heappop(self.low)
+            heapq.heappush(self.high, (-value, key))
+        else:
+            value, key = heapq.heappop(self.high)
+            heapq.heappush(self.low, (-value, key))
+        self.side[key] = 1 - source
+        self.sizes[source] -= 1
+        self.sizes[1 - source] += 1
+
+    def _balance(self) -> None:
+        if self.sizes[0] > self.sizes[1] + 1:
+            self._move(0)
+        elif self.sizes[1] > self.sizes[0]:
+            self._move(1)
+
+    def add(self, value: float, key: int) -> None:
+        self._prune()
+        side = 1 if self.low and value > -self.low[0][0] else 0
+        heapq.heappush(self.high if side else self.low, (value, key) if side else (-value, key))
+        self.side[key] = side
+        self.sizes[side] += 1
+        self._balance()
+
+    def remove(self, key: int) -> None:
+        self.sizes[self.side.pop(key)] -= 1
+        self._balance()
+
+    def median(self) -> float | None:
+        self._prune()
+        count = self.sizes[0] + self.sizes[1]
+        if not count:
+            return None
+        if count % 2:
+            return -self.low[0][0]
+        return (-self.low[0][0] + self.high[0][0]) / 2
 
 
-def drop_pct(points: list[MetricPoint], index: int, metric: str) -> float | None:
-    median, _ = _median_before(points, index, metric)
-    if median is None or median == 0:
-        return None
-    return (median - getattr(points[index], metric)) / median * 100
+def medians_before(
+    times: Sequence[datetime], values: Sequence[float]
+) -> list[tuple[float | None, int]]:
+    """For every point: the median of the values whose time lies in the WINDOW before it (its
+    own time excluded), and how many there are. Times are sorted."""
+    window, out, start, added = _SlidingMedian(), [], 0, 0
+    for i, ts in enumerate(times):
+        while added < i and times[added] < ts:
+            window.add(values[added], added)
+            added += 1
+        floor = _minus_window(ts)
+        while start < added and times[start] < floor:
+            window.remove(start)
+            start += 1
+        out.append((window.median(), added - start))
+    return out
 
 
-def _streak(points: list[MetricPoint], holds: Callable[[int], bool]) -> tuple[int, float]:
-    """How many latest points in a row satisfy `holds`, and the hours that streak spans."""
+def _drops(medians: list[tuple[float | None, int]], values: Sequence[float]) -> list[float | None]:
+    return [
+        None if median is None or median == 0 else (median - value) / median * 100
+        for (median, _), value in zip(medians, values, strict=True)
+    ]
+
+
+def _trailing(flags: Sequence[bool], times: Sequence[datetime]) -> tuple[int, float]:
+    """How many latest points in a row hold, and the hours that streak spans."""
     count = 0
-    for i in range(len(points) - 1, -1, -1):
-        if not holds(i):
+    for flag in reversed(flags):
+        if not flag:
             break
         count += 1
-    if count == 0:
+    if not count:
         return 0, 0.0
-    hours = (points[-1].ts - points[-count].ts).total_seconds() / 3600
-    return count, hours
+    return count, (times[-1] - times[-count]).total_seconds() / 3600
+
+
+def at_least(value: float | None, gate: float) -> bool:
+    return value is not None and value >= gate
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One quality metric's view: the latest value, its 7-day median and drop, the streak."""
+
+    latest: float | None = None
+    median: float | None = None
+    drop: float | None = None
+    window_points: int = 0
+    breach_hours: float = 0.0
+
+
+def _quality(
+    points: list[MetricPoint], metric: str, version: str | None, gate: float
+) -> tuple[Quality, bool]:
+    """The metric over the current version's points; falls back to every version's points when
+    the current one has fewer than MIN_WINDOW_POINTS in its window (and says so)."""
+    mine = [p for p in points if getattr(p, metric) is not None and p.model_version == version]
+    fell_back = False
+    if version is None or len(mine) <= MIN_WINDOW_POINTS:
+        everyone = [p for p in points if getattr(p, metric) is not None]
+        fell_back = version is not None and len(everyone) > len(mine)
+        mine = everyone
+    if not mine:
+        return Quality(), fell_back
+    times = [p.ts for p in mine]
+    values = [getattr(p, metric) for p in mine]
+    medians = medians_before(times, values)
+    drops = _drops(medians, values)
+    _, hours = _trailing([at_least(d, gate) for d in drops], times)
+    median, window = medians[-1]
+    return Quality(values[-1], median, drops[-1], window, hours), fell_back
 
 
 @dataclass(frozen=True)
@@ -60,40 +166,68 @@ class Evidence:
     """Everything the rules look at, computed once from the observations."""
 
     latest: MetricPoint
-    window_points: int
-    roc_auc_median: float | None
-    pr_auc_median: float | None
-    roc_auc_drop: float | None
-    pr_auc_drop: float | None
+    model_version: str | None
+    fell_back_to_all_versions: bool
+    roc: Quality
+    pr: Quality
     latency_recent: list[float]
     latency_over: int  # latest points in a row over the limit
     latency_over_hours: float  # the hours that streak spans
     drift: DriftSummary | None
+    error_rate: float | None
+    error_rate_median: float | None
     points: list[MetricPoint] = field(repr=False)
+
+    # The names the rules and the rationale read.
+    @property
+    def roc_auc_drop(self) -> float | None:
+        return self.roc.drop
+
+    @property
+    def pr_auc_drop(self) -> float | None:
+        return self.pr.drop
+
+    @property
+    def roc_auc_median(self) -> float | None:
+        return self.roc.median
+
+    @property
+    def pr_auc_median(self) -> float | None:
+        return self.pr.median
+
+    @property
+    def window_points(self) -> int:
+        return self.roc.window_points
 
     @classmethod
     def from_observations(cls, points: list[MetricPoint], drift: DriftSummary | None) -> Evidence:
-        last = len(points) - 1
-        roc_median, window = _median_before(points, last, "roc_auc")
-        pr_median, _ = _median_before(points, last, "pr_auc")
-        over, over_hours = _streak(points, lambda i: points[i].latency_p95_ms > LATENCY_LIMIT_MS)
+        quality_points = [p for p in points if p.roc_auc is not None]
+        version = quality_points[-1].model_version if quality_points else None
+        roc, fell_back = _quality(points, "roc_auc", version, ROC_WARN)
+        pr, _ = _quality(points, "pr_auc", version, PR_CRITICAL)
+        timed = [p for p in points if p.latency_p95_ms is not None]
+        times = [p.ts for p in timed]
+        over, over_hours = _trailing([p.latency_p95_ms > LATENCY_LIMIT_MS for p in timed], times)
+        errors = [p for p in points if p.error_rate is not None]
+        error_median = None
+        if errors:
+            error_median = medians_before([p.ts for p in errors], [p.error_rate for p in errors])[
+                -1
+            ][0]
         return cls(
-            latest=points[last],
-            window_points=window,
-            roc_auc_median=roc_median,
-            pr_auc_median=pr_median,
-            roc_auc_drop=drop_pct(points, last, "roc_auc"),
-            pr_auc_drop=drop_pct(points, last, "pr_auc"),
-            latency_recent=[p.latency_p95_ms for p in points[-LATENCY_POINTS:]],
+            latest=points[-1],
+            model_version=version,
+            fell_back_to_all_versions=fell_back,
+            roc=roc,
+            pr=pr,
+            latency_recent=[p.latency_p95_ms for p in timed[-LATENCY_POINTS:]],
             latency_over=over,
             latency_over_hours=over_hours,
             drift=drift,
+            error_rate=errors[-1].error_rate if errors else None,
+            error_rate_median=error_median,
             points=points,
         )
-
-
-def at_least(value: float | None, gate: float) -> bool:
-    return value is not None and value >= gate
 
 
 def _r(x: float | None, digits: int = 2) -> float | None:
@@ -102,67 +236,85 @@ def _r(x: float | None, digits: int = 2) -> float | None:
 
 def findings_for(e: Evidence) -> list[dict[str, Any]]:
     """The evidence as small mappings, the spec's three first, with margins to every gate."""
-    points = e.points
-
-    def drop_streak(metric: str, gate: float) -> float:
-        return _streak(points, lambda i: at_least(drop_pct(points, i, metric), gate))[1]
-
     roc = {
-        "roc_auc_drop_pct": _r(e.roc_auc_drop, 1),
-        "roc_auc": round(e.latest.roc_auc, 4),
-        "roc_auc_median_7d": _r(e.roc_auc_median, 4),
-        "margin_to_warn_pct": _r(None if e.roc_auc_drop is None else 3.0 - e.roc_auc_drop, 1),
-        "margin_to_critical_pct": _r(None if e.roc_auc_drop is None else 6.0 - e.roc_auc_drop, 1),
-        "breach_hours": _r(drop_streak("roc_auc", 3.0), 1),
+        "roc_auc_drop_pct": _r(e.roc.drop, 1),
+        "roc_auc": _r(e.roc.latest, 4),
+        "roc_auc_median_7d": _r(e.roc.median, 4),
+        "margin_to_warn_pct": _r(None if e.roc.drop is None else ROC_WARN - e.roc.drop, 1),
+        "margin_to_critical_pct": _r(None if e.roc.drop is None else ROC_CRITICAL - e.roc.drop, 1),
+        "breach_hours": _r(e.roc.breach_hours, 1),
     }
     latency = {
-        "latency_p95_ms": round(e.latest.latency_p95_ms),
+        "latency_p95_ms": None if not e.latency_recent else round(e.latency_recent[-1]),
         "limit_ms": LATENCY_LIMIT_MS,
         "points_over_limit_in_a_row": e.latency_over,
         "breach_hours": round(e.latency_over_hours, 1),
     }
-    drift: dict[str, Any] = {"drift_overall": None if e.drift is None else e.drift.overall_drift}
-    if e.drift is None:
-        drift["note"] = "no drift report given: drift unknown"
-    else:
-        ranked = sorted(
-            ((n, v) for n, v in e.drift.features.items() if v is not None),
-            key=lambda item: (-item[1], item[0]),
-        )
-        drift["threshold"] = e.drift.threshold
-        drift["top_drifted"] = [
-            {name: round(value, 3)}
-            for name, value in ranked[:TOP_DRIFTED]
-            if value >= e.drift.threshold
-        ]
     pr = {
-        "pr_auc_drop_pct": _r(e.pr_auc_drop, 1),
-        "pr_auc": round(e.latest.pr_auc, 4),
-        "pr_auc_median_7d": _r(e.pr_auc_median, 4),
+        "pr_auc_drop_pct": _r(e.pr.drop, 1),
+        "pr_auc": _r(e.pr.latest, 4),
+        "pr_auc_median_7d": _r(e.pr.median, 4),
         "margin_to_critical_with_drift_pct": _r(
-            None if e.pr_auc_drop is None else 5.0 - e.pr_auc_drop, 1
+            None if e.pr.drop is None else PR_CRITICAL - e.pr.drop, 1
         ),
     }
-    error_median, _ = _median_before(points, len(points) - 1, "error_rate")
     errors = {
-        "error_rate": round(e.latest.error_rate, 4),
-        "error_rate_median_7d": _r(error_median, 4),
-        "trend": _trend(e.latest.error_rate, error_median),
+        "error_rate": _r(e.error_rate, 4),
+        "error_rate_median_7d": _r(e.error_rate_median, 4),
+        "trend": _trend(e.error_rate, e.error_rate_median),
     }
-    history = {
+    return [roc, latency, _drift_finding(e.drift), pr, errors, _history_finding(e)]
+
+
+def _drift_finding(drift: DriftSummary | None) -> dict[str, Any]:
+    if drift is None:
+        return {"drift_overall": None, "note": "no drift report given: drift unknown"}
+    ranked = sorted(
+        ((n, v) for n, v in drift.features.items() if v is not None),
+        key=lambda item: (-item[1], item[0]),
+    )
+    finding: dict[str, Any] = {
+        "drift_overall": drift.overall_drift,
+        "model_input_drift": drift.inputs_drifted,
+        "threshold": drift.threshold,
+        "top_drifted": [
+            {name: round(value, 3)}
+            for name, value in ranked[:TOP_DRIFTED]
+            if value >= drift.threshold
+        ],
+    }
+    if drift.sensitive_drift:
+        finding["sensitive_drift"] = (
+            "a sensitive column drifted: a finding to look at, never a page on its own"
+        )
+    if drift.not_observed:
+        finding["not_observed"] = drift.not_observed
+    return finding
+
+
+def _history_finding(e: Evidence) -> dict[str, Any]:
+    history: dict[str, Any] = {
         "history_points_7d": e.window_points,
         "latest_ts": e.latest.ts.isoformat(),
+        "model_version": e.model_version,
     }
+    if e.fell_back_to_all_versions:
+        history["medians_from"] = (
+            f"every version: the current one ({e.model_version}) has {MIN_WINDOW_POINTS} or "
+            "fewer quality points of its own"
+        )
+    elif e.model_version is not None:
+        history["medians_from"] = f"model version {e.model_version} only"
     if e.window_points < MIN_WINDOW_POINTS:
         history["note"] = (
             f"fewer than {MIN_WINDOW_POINTS} points in the 7 days before the latest: "
             "the medians are weak; judged on what is there"
         )
-    return [roc, latency, drift, pr, errors, history]
+    return history
 
 
-def _trend(latest: float, median: float | None) -> str:
-    if median is None:
+def _trend(latest: float | None, median: float | None) -> str:
+    if latest is None or median is None:
         return "unknown"
     if latest > median * 1.2 and latest - median > 0.001:
         return "rising"

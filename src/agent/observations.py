@@ -20,11 +20,13 @@ class MetricPoint(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
     ts: datetime = Field(validation_alias=AliasChoices("ts", "timestamp"), strict=False)
-    roc_auc: Rate
-    pr_auc: Rate
-    acc: Rate
-    latency_p95_ms: Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)]
-    error_rate: Rate
+    # null where the hour had no quality figure (too few labels, not final yet) or no traffic
+    roc_auc: Rate | None
+    pr_auc: Rate | None
+    acc: Rate | None
+    latency_p95_ms: Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)] | None
+    error_rate: Rate | None
+    model_version: Annotated[str, Field(max_length=64)] | None = None
 
     @field_validator("ts", mode="before")
     @classmethod
@@ -51,9 +53,19 @@ class DriftSummary(BaseModel):
     overall_drift: bool
     threshold: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
     features: dict[str, Annotated[float, Field(allow_inf_nan=False)] | None]
+    # Drift of model inputs and of sensitive columns, where the report tells them apart (ours
+    # do; the spec's shape has overall_drift only, which then stands for the inputs).
+    model_input_drift: bool | None = None
+    sensitive_drift: bool | None = None
+    not_observed: list[Annotated[str, Field(max_length=64)]] = Field(default=[], max_length=100)
+
+    @property
+    def inputs_drifted(self) -> bool:
+        return self.overall_drift if self.model_input_drift is None else self.model_input_drift
+
     # Provenance, when the report carries it: when it was computed and over which window.
     timestamp: str | None = Field(default=None, max_length=64)
-    window: dict[str, int] | None = None
+    window: dict[str, int | Annotated[str, Field(max_length=64)]] | None = None
 
 
 def _first_error(exc: ValidationError) -> str:

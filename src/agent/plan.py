@@ -31,6 +31,12 @@ class AgentPlan(BaseModel):
     sources: dict[str, dict[str, Any]] = Field(
         default={}, description="Where each input came from: the request body or a file."
     )
+    would_do: list[str] | None = Field(
+        default=None, description="What executing the plan would do (when it was not executed)."
+    )
+    executed: list[dict[str, Any]] | None = Field(
+        default=None, description="What executing the plan did, action by action."
+    )
 
     @field_validator("actions")
     @classmethod
@@ -46,8 +52,8 @@ def rules_rationale(verdict: Verdict) -> str:
         parts = ["No gate is breached"]
         if e.roc_auc_drop is not None:
             parts.append(f"ROC-AUC is {e.roc_auc_drop:.1f}% off its 7-day median (warn at 3%)")
-        if e.drift and e.drift.overall_drift:
-            parts.append("drift is present, so watch PR-AUC (critical at 5% down with drift)")
+        if e.drift and e.drift.inputs_drifted:
+            parts.append("model inputs drift, so watch PR-AUC (critical at 5% down with drift)")
         return "; ".join(parts) + "."
     sentences = []
     for rule in verdict.fired:
@@ -57,10 +63,10 @@ def rules_rationale(verdict: Verdict) -> str:
             sentences.append(
                 f"p95 latency over {LATENCY_LIMIT_MS:.0f} ms on the last {e.latency_over} points "
                 f"in a row ({e.latency_over_hours:.0f} h; latest "
-                f"{e.latest.latency_p95_ms:.0f} ms)"
+                f"{e.latency_recent[-1]:.0f} ms)"
             )
         else:
-            sentences.append(f"drift is present and PR-AUC fell {e.pr_auc_drop:.1f}%")
+            sentences.append(f"model inputs drift and PR-AUC fell {e.pr_auc_drop:.1f}%")
     text = "; ".join(dict.fromkeys(sentences)) + "."
     if verdict.status == "critical":
         text += (
@@ -69,11 +75,11 @@ def rules_rationale(verdict: Verdict) -> str:
         )
     elif (
         e.drift
-        and e.drift.overall_drift
+        and e.drift.inputs_drifted
         and "drift_and_pr_auc_critical" not in {r.name for r in verdict.fired}
     ):
         text += (
-            f" Drift is present; PR-AUC is down {e.pr_auc_drop or 0:.1f}% against the 5% gate "
+            f" Model inputs drift; PR-AUC is down {e.pr_auc_drop or 0:.1f}% against the 5% gate "
             "that would make this critical."
         )
     return text[0].upper() + text[1:]

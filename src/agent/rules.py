@@ -78,8 +78,9 @@ RULES: tuple[Rule, ...] = (
         "drift_and_pr_auc_critical",
         "critical",
         ("open_incident", "trigger_retraining"),
-        "overall drift and PR-AUC down >= 5% vs its 7-day median",
-        lambda e: bool(e.drift and e.drift.overall_drift) and at_least(e.pr_auc_drop, 5.0),
+        "drift of model inputs and PR-AUC down >= 5% vs its 7-day median",
+        # Drift of model inputs only: a sensitive column's drift is a finding, never a page.
+        lambda e: bool(e.drift and e.drift.inputs_drifted) and at_least(e.pr_auc_drop, 5.0),
     ),
 )
 

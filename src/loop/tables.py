@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     create_engine,
     event,
     inspect,
@@ -76,7 +78,7 @@ labels_table = Table(
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("prediction_id", String(PREDICTION_ID_LENGTH), nullable=False, index=True),
     Column("label", SmallInteger, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
 FEATURE_NAMES = tuple(c.name for c in COLUMNS)
@@ -98,9 +100,12 @@ _ADVISORY_LOCK = 0x5ADC0DE
 
 
 def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL (readers never block the writer) and a busy timeout."""
+    """An engine; SQLite gets WAL (readers never block the writer), a busy timeout, and the
+    folder its file goes in."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
 
         @event.listens_for(engine, "connect")
         def _wal(connection: Any, record: Any) -> None:
@@ -159,3 +164,89 @@ def upgrade(engine: Engine) -> None:
 
 def create_tables(engine: Engine) -> None:
     upgrade(engine)
+
+
+# --- statistics, kept by src.loop.statistics: the hourly figures the monitor reads ----------------
+# An hour is an integer: whole hours since 1970-01-01 UTC (the same on every database).
+
+hourly_ops_table = Table(
+    "hourly_ops",
+    metadata,
+    Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),  # /predict requests not answered 200
+    Column("latency_p95_ms", Float, nullable=True),
+    Column("final", Boolean, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
+hourly_quality_table = Table(
+    "hourly_quality",
+    metadata,
+    Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("model_version", String(64), primary_key=True),
+    Column("rows", Integer, nullable=False),
+    Column("labelled", Integer, nullable=False),
+    Column("positives", Integer, nullable=False),
+    Column("correct", Integer, nullable=False),  # labelled rows the served class got right
+    Column("roc_auc", Float, nullable=True),  # null unless both classes are labelled
+    Column("pr_auc", Float, nullable=True),
+    Column("final", Boolean, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
+hourly_bins_table = Table(
+    "hourly_bins",
+    metadata,
+    Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("model_version", String(64), primary_key=True),
+    Column("feature", String(64), primary_key=True),
+    Column("bin", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+)
+
+# One row: how far the statistics are final, and the last label they have seen.
+stats_state_table = Table(
+    "stats_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("computed_before_hour", BigInteger, nullable=False),  # the current hour, last time
+    Column("final_before_hour", BigInteger, nullable=False),
+    Column("labels_seen_until", DateTime(timezone=True), nullable=False),  # by arrival time
+    Column("request_watermark", BigInteger, nullable=False),  # the newest requests.id seen
+    Column("reference", String(64), nullable=True),  # hash of the bins the counts use
+)
+
+
+# --- the model registry (src/registry/): versions, aliases, and what happened to them -----------
+
+model_versions_table = Table(
+    "model_versions",
+    metadata,
+    Column("version", String(64), primary_key=True),  # the artifact set's content hash
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(500), nullable=False),  # the folder it was registered from
+    Column("manifest", Text, nullable=False),  # the set's manifest.json, as registered
+)
+
+model_aliases_table = Table(
+    "model_aliases",
+    metadata,
+    Column("alias", String(32), primary_key=True),  # champion, challenger
+    Column("version", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Append-only: registered, promoted, refused, rolled_back, forced, and the agent's acts.
+model_events_table = Table(
+    "model_events",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("version", String(64), nullable=True),
+    Column("previous", String(64), nullable=True),
+    Column("actor", String(200), nullable=False),  # the command or rule that acted
+    Column("reason", Text, nullable=False),
+    Column("details", Text, nullable=True),  # JSON: the gate's numbers, a plan's hash
+)

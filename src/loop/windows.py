@@ -1,111 +1,125 @@
-"""Monitoring windows: the prediction log turned into hourly metrics points and a drift report of
-the latest window against the training reference."""
+"""Monitoring windows, read from the hourly statistics (src/loop/statistics.py): the points the
+agent judges, and the drift of the latest window against the training reference.
+
+Nothing here reads rows of the log: points come from `hourly_ops` and `hourly_quality`, and a
+window's drift is the sum of its hours' bin counts, so the cost follows the number of hours and
+bins, not the number of rows.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from src.drift import compute_drift
-from src.errors import DataError
-from src.loop.labels import latest_labels_query
-from src.loop.tables import predictions_table, requests_table
-from src.schema import COLUMN_BY_NAME, FEATURES
+from src.drift import DriftReport, FeatureReference, compare_counts
+from src.loop.statistics import hour_start
+from src.loop.tables import hourly_bins_table, hourly_ops_table, hourly_quality_table
 
-BUCKET = timedelta(hours=1)
 DEFAULT_WINDOW_HOURS = 24
 
 
-def read_labelled(engine: Engine) -> pd.DataFrame:
-    """Every logged prediction with its latest label where one arrived (NaN otherwise)."""
-    p, latest = predictions_table, latest_labels_query()
-    query = select(p.c.ts, p.c.probability, p.c.predicted_class, latest.c.label).join(
-        latest, p.c.prediction_id == latest.c.prediction_id, isouter=True
-    )
+def _quality_point(q: Any) -> dict[str, Any]:
+    return {
+        "roc_auc": round(q.roc_auc, 4),
+        "pr_auc": round(q.pr_auc, 4),
+        "acc": round(q.correct / q.labelled, 4),
+        "labelled": q.labelled,
+        "model_version": q.model_version,
+    }
+
+
+def hourly_points(engine: Engine, *, min_labelled: int) -> list[dict[str, Any]]:
+    """One point per complete hour with traffic, in the metrics_history.jsonl shape plus the
+    model version. Quality (ROC-AUC, PR-AUC, accuracy) only for hours that are final (their
+    labels had time to arrive) and hold at least `min_labelled` labelled rows of both classes,
+    one point per model version; an hour without such figures still gives its operations
+    (p95 latency, error rate) with null quality, so operational alerts never wait for labels."""
     with engine.connect() as connection:
-        frame = pd.DataFrame(
-            connection.execute(query).all(),
-            columns=["ts", "probability", "predicted_class", "label"],
-        )
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
-
-
-def read_requests(engine: Engine) -> pd.DataFrame:
-    r = requests_table
-    query = select(r.c.ts, r.c.status, r.c.latency_ms).where(r.c.path == "/predict")
-    with engine.connect() as connection:
-        frame = pd.DataFrame(
-            connection.execute(query).all(), columns=["ts", "status", "latency_ms"]
-        )
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
-
-
-def hourly_points(predictions: pd.DataFrame, requests: pd.DataFrame) -> list[dict[str, Any]]:
-    """One point per hour that has labels of both classes: ROC-AUC, PR-AUC and accuracy over the
-    labelled rows; p95 latency and error rate (share of /predict requests not answered 200) from
-    the service's own measurements. Hours without such labels give no point: a metric from one
-    class, or from nothing, would be noise presented as a number."""
-    if predictions.empty:
-        return []
-    labelled = predictions.dropna(subset=["label"])
-    hours = labelled.groupby(labelled["ts"].dt.floor(BUCKET))
-    by_hour_requests = (
-        dict(list(requests.groupby(requests["ts"].dt.floor(BUCKET)))) if len(requests) else {}
-    )
+        ops = {r.hour: r for r in connection.execute(select(hourly_ops_table))}
+        quality: dict[int, list[Any]] = defaultdict(list)
+        for q in connection.execute(select(hourly_quality_table)):
+            quality[q.hour].append(q)
     points = []
-    for hour, rows in hours:
-        y = rows["label"].to_numpy(dtype=int)
-        if len(np.unique(y)) < 2:
+    for hour in sorted(set(ops) | set(quality)):
+        o = ops.get(hour)
+        base = {
+            "ts": hour_start(hour).isoformat(),
+            "latency_p95_ms": None
+            if o is None or o.latency_p95_ms is None
+            else round(o.latency_p95_ms, 2),
+            "error_rate": None if o is None or not o.requests else round(o.errors / o.requests, 4),
+            "requests": 0 if o is None else o.requests,
+        }
+        judged = [
+            q
+            for q in quality[hour]
+            if q.final and q.labelled >= min_labelled and q.roc_auc is not None
+        ]
+        if judged:
+            points += [
+                {**base, **_quality_point(q)} for q in sorted(judged, key=lambda q: q.model_version)
+            ]
             continue
-        served = by_hour_requests.get(hour)
-        latency = float(np.percentile(served["latency_ms"], 95)) if served is not None else 0.0
-        errors = float((served["status"] != 200).mean()) if served is not None else 0.0
+        served = max(quality[hour], key=lambda q: q.rows, default=None)
         points.append(
             {
-                "ts": hour.isoformat(),
-                "roc_auc": round(float(roc_auc_score(y, rows["probability"])), 4),
-                "pr_auc": round(float(average_precision_score(y, rows["probability"])), 4),
-                "acc": round(float((rows["predicted_class"].to_numpy() == y).mean()), 4),
-                "latency_p95_ms": round(latency, 2),
-                "error_rate": round(errors, 4),
-                "rows": len(rows),
+                **base,
+                "roc_auc": None,
+                "pr_auc": None,
+                "acc": None,
+                "labelled": sum(q.labelled for q in quality[hour]),
+                "model_version": None if served is None else served.model_version,
             }
         )
     return points
 
 
-def read_window(engine: Engine, *, hours: int) -> pd.DataFrame:
-    """The inputs of the last `hours` of logged predictions, as the drift check reads them."""
-    p = predictions_table
+def window_counts(
+    engine: Engine, references: dict[str, FeatureReference], *, hours: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each feature's counts in its reference bins, summed over the last `hours` complete hours
+    that had traffic (every model version: drift is about the inputs, not the model)."""
+    b = hourly_bins_table
     with engine.connect() as connection:
-        latest = connection.execute(select(p.c.ts).order_by(p.c.ts.desc()).limit(1)).scalar()
-        if latest is None:
-            raise DataError("the prediction log is empty: nothing to compare")
-        query = select(*(p.c[name] for name in FEATURES)).where(
-            p.c.ts > latest - timedelta(hours=hours)
+        last = connection.execute(select(func.max(b.c.hour))).scalar()
+        if last is None:
+            return {}, {"hours": hours, "rows": 0}
+        first = last - hours + 1
+        query = (
+            select(b.c.feature, b.c.bin, func.sum(b.c.count))
+            .where(b.c.hour >= first, b.c.hour <= last)
+            .group_by(b.c.feature, b.c.bin)
         )
-        frame = pd.DataFrame(connection.execute(query).all(), columns=list(FEATURES))
-    for name in FEATURES:
-        if COLUMN_BY_NAME[name].kind == "numeric":
-            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-        else:
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
-    return frame
+        rows = connection.execute(query).all()
+    counts = {name: np.zeros(ref.slots, dtype=np.int64) for name, ref in references.items()}
+    for feature, slot, count in rows:
+        if feature in counts and 0 <= slot < len(counts[feature]):
+            counts[feature][slot] += int(count)
+    total = int(next(iter(counts.values())).sum()) if counts else 0
+    window = {
+        "hours": hours,
+        "rows": total,
+        "first_hour": hour_start(first).isoformat(),
+        "last_hour": hour_start(last).isoformat(),
+    }
+    return counts, window
 
 
-def build_window_files(
-    engine: Engine, reference: pd.DataFrame, *, window_hours: int, threshold: float
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    points = hourly_points(read_labelled(engine), read_requests(engine))
-    window = read_window(engine, hours=window_hours)
-    report = compute_drift(reference, window, threshold=threshold).to_dict()
-    report["window"] = {"hours": window_hours, "rows": len(window)}
-    return points, report
+def drift_report(
+    engine: Engine, references: dict[str, FeatureReference], *, hours: int, threshold: float
+) -> dict[str, Any]:
+    """The drift of the last `hours` against the reference, from stored counts only."""
+    counts, window = window_counts(engine, references, hours=hours)
+    if not window["rows"]:
+        raise ValueError("no statistics yet: nothing to compare")
+    details = {
+        name: compare_counts(ref, counts[name], threshold=threshold)
+        for name, ref in references.items()
+    }
+    report = DriftReport(threshold=threshold, details=details).to_dict()
+    report["window"] = window
+    return report

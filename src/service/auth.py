@@ -17,6 +17,18 @@ async def require_token(
 ) -> None:
     """401 without a token, 403 with a wrong one (compared in constant time); with no token
     configured, writing is off, and the answer says how to turn it on."""
+    authorize(request, credentials)
+
+
+def bearer(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The request's bearer credentials, for a route that needs them only sometimes."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
+
+
+def authorize(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
     configured = request.app.state.settings.service_token
     if configured is None or not configured.get_secret_value():
         raise HTTPException(

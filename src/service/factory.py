@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +17,9 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Route
 
+from src.loop.tables import upgrade
 from src.multiprocess_metrics import metrics_dir
+from src.registry.core import Registry
 from src.service.body import error
 from src.service.observability import (
     AccessLog,
@@ -28,7 +31,14 @@ from src.service.openapi import install_openapi
 from src.service.routes import loop, operations, pages
 from src.service.routes.pages import DOCS_ASSETS
 from src.service.routes.predict import PredictEndpoint
-from src.service.state import ModelState, load_predictor, open_prediction_log, publish, tend
+from src.service.state import (
+    ModelState,
+    load_predictor,
+    open_prediction_log,
+    open_registry,
+    publish,
+    tend,
+)
 from src.settings import Settings, get_settings
 
 # Swagger UI 5 and its styles, from a pinned package (fastapi-offline, MIT): no CDN.
@@ -48,7 +58,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("uvicorn.access").disabled = True
     folder = metrics_dir(settings.metrics_dir)
     app.state.metrics.attach(folder)
-    app.state.model = load_predictor(settings)
+    app.state.registry = None if settings.artifacts_dir is not None else open_registry(settings)
+    app.state.reload = asyncio.Event()
+    if app.state.registry is not None:
+        await asyncio.to_thread(_prepare, app.state.registry)
+    app.state.model = await asyncio.to_thread(load_predictor, settings, app.state.registry)
     app.state.prediction_log, app.state.prediction_log_status = open_prediction_log(
         settings, app.state.metrics, folder
     )
@@ -64,6 +78,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.prediction_log.close()
         app.state.prediction_log, app.state.prediction_log_status = None, "closed"
     publish(app.state)
+    if app.state.registry is not None:
+        app.state.registry.engine.dispose()
+
+
+def _prepare(registry: Registry) -> None:
+    """The registry's tables exist (a fresh database): any failure is said by load_predictor."""
+    with contextlib.suppress(Exception):
+        upgrade(registry.engine)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -119,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ServiceMetrics()
     app.state.model = ModelState()
     app.state.prediction_log, app.state.prediction_log_status = None, "starting"
+    app.state.registry, app.state.reload = None, asyncio.Event()
     app.add_middleware(
         RequestContextMiddleware,
         metrics=app.state.metrics,

@@ -3,9 +3,11 @@ the schema and the trained categories (src/contract.py), and the fast path skips
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from src.agent import DriftSummary, MetricPoint
+
+MAX_POINTS = 50_000
 
 
 class Prediction(BaseModel):
@@ -37,8 +39,14 @@ class MonitorRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metrics: list[MetricPoint] | None = Field(default=None, min_length=1, max_length=100_000)
+    # Measured: 100,000 falling points took 1.24 s to judge and 0.66 s to parse on a 2-core
+    # machine; 50,000 stay under 1 s together (README: "The monitoring agent").
+    metrics: list[MetricPoint] | None = Field(default=None, min_length=1, max_length=MAX_POINTS)
     drift: DriftSummary | None = None
+    execute: StrictBool = Field(
+        default=False,
+        description="Carry out the plan (needs AGENT_EXECUTE_OVER_HTTP=true and the token)",
+    )
 
 
 def _json_integer(value: object) -> object:

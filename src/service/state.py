@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,8 +14,10 @@ from fastapi import Depends, HTTPException, Request
 
 from src.artifacts import load_bundle
 from src.errors import ArtifactError
+from src.loop.tables import make_engine
 from src.loop.writer import PredictionLog
 from src.predictor import Predictor
+from src.registry.core import CHAMPION, Registry, champion_folder
 from src.service.observability import ServiceMetrics
 from src.settings import Settings
 
@@ -21,32 +25,46 @@ logger = logging.getLogger("service")
 
 
 class ModelState:
-    """What the lifespan loaded: a verified predictor, or the reason there is none."""
+    """What is served: a verified predictor, or the reason there is none; and, when the
+    registry's champion could not be verified, which one and why (the old model stays)."""
 
     def __init__(self) -> None:
         self.predictor: Predictor | None = None
         self.reason = "starting"
+        self.refused: dict[str, str] = {}  # version -> why it is not served
 
     @property
     def not_loaded(self) -> str:
         return f"model not loaded: {self.reason}"
 
 
-def load_predictor(settings: Settings) -> ModelState:
+def verified_predictor(folder: Path, settings: Settings) -> tuple[Predictor, float]:
+    """A predictor for the set in `folder`, checked: hashes, library versions, the 1e-9
+    self-check, a warm-up. Raises on any failure."""
+    bundle = load_bundle(folder)
+    try:
+        predictor = Predictor(bundle, engine=settings.predict_engine, max_rows=settings.max_rows)
+    except ImportError as exc:  # lleaves/llvmlite unusable here: serve the same model slower
+        logger.warning("lleaves unavailable (%s); serving with LightGBM's booster", exc)
+        predictor = Predictor(bundle, engine="booster", max_rows=settings.max_rows)
+    difference = predictor.self_check()
+    predictor.predict_rows(predictor.adapter.validate_python(bundle.sample["rows"][:8]))  # warm
+    return predictor, difference
+
+
+def load_predictor(settings: Settings, registry: Registry | None = None) -> ModelState:
+    """The model to serve: ARTIFACTS_DIR when set, else the registry's champion. Any failure
+    leaves no model and says why; the process stays up."""
     state = ModelState()
     try:
-        bundle = load_bundle(settings.artifacts_dir)
-        try:
-            predictor = Predictor(
-                bundle, engine=settings.predict_engine, max_rows=settings.max_rows
-            )
-        except ImportError as exc:  # lleaves/llvmlite unusable here: serve the same model slower
-            logger.warning("lleaves unavailable (%s); serving with LightGBM's booster", exc)
-            predictor = Predictor(bundle, engine="booster", max_rows=settings.max_rows)
-        difference = predictor.self_check()
-    except ArtifactError as exc:
-        state.reason = str(exc)
-        logger.error("model not loaded: %s", exc)
+        if settings.artifacts_dir is not None:
+            folder = settings.artifacts_dir
+        else:
+            _, folder = champion_folder(registry or open_registry(settings))
+        predictor, difference = verified_predictor(folder, settings)
+    except Exception as exc:  # any failure to load is a failure to verify: never served
+        state.reason = _why(exc)
+        logger.error("model not loaded: %s", state.reason)
         return state
     state.predictor, state.reason = predictor, "ready"
     logger.info(
@@ -60,6 +78,48 @@ def load_predictor(settings: Settings) -> ModelState:
         },
     )
     return state
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"[:500]
+
+
+def open_registry(settings: Settings) -> Registry:
+    return Registry(make_engine(settings.registry_url), settings.registry_store)
+
+
+async def follow_champion(app_state: Any) -> None:
+    """Serve the registry's champion: when its alias moves, load and verify the new version off
+    the request path, then swap. Requests in flight finish on the model they started with; a
+    version that fails verification is never served (the old one stays, /ready and the
+    registry's history say why)."""
+    registry: Registry = app_state.registry
+    current: ModelState = app_state.model
+    champion = await asyncio.to_thread(registry.alias, CHAMPION)
+    loaded = current.predictor.version if current.predictor else None
+    if champion is None or champion == loaded or champion in current.refused:
+        return
+    settings: Settings = app_state.settings
+    try:
+        predictor, _ = await asyncio.to_thread(
+            verified_predictor, registry.folder(champion), settings
+        )
+    except Exception as exc:
+        current.refused[champion] = _why(exc)
+        logger.error("champion %s not served: %s", champion, current.refused[champion])
+        await asyncio.to_thread(
+            registry.note,
+            "refused_to_serve",
+            champion,
+            actor=f"service pid {os.getpid()}",
+            reason=current.refused[champion],
+        )
+        return
+    swapped = ModelState()
+    swapped.predictor, swapped.reason, swapped.refused = predictor, "ready", current.refused
+    app_state.model = swapped  # one assignment: a request reads it once, at its start
+    gc.freeze()
+    logger.info("model swapped", extra={"fields": {"from": loaded, "to": champion}})
 
 
 def open_prediction_log(
@@ -102,7 +162,10 @@ def log_status(app_state: Any) -> dict[str, Any]:
 
 async def tend(app_state: Any, seconds: float, export_every: int = 10) -> None:
     """Every `seconds`: ship the log's pending requests to its writer, restart a writer that
-    died; every `export_every` ticks, publish this worker's metrics for /metrics to add up."""
+    died; every `export_every` ticks, publish this worker's metrics for /metrics to add up;
+    every MODEL_POLL_SECONDS (or at once when asked), follow the registry's champion."""
+    poll_every = max(1, round(app_state.settings.model_poll_seconds / seconds))
+    following: asyncio.Task[None] | None = None
     for tick in itertools.count():
         await asyncio.sleep(seconds)
         log: PredictionLog | None = app_state.prediction_log
@@ -111,6 +174,23 @@ async def tend(app_state: Any, seconds: float, export_every: int = 10) -> None:
             log.check()
         if tick % export_every == 0:
             publish(app_state)
+        reload: asyncio.Event = app_state.reload
+        busy = following is not None and not following.done()
+        if (
+            app_state.registry is not None
+            and not busy
+            and (tick % poll_every == 0 or reload.is_set())
+        ):
+            reload.clear()
+            # Its own task: loading a model takes seconds, shipping the log must not wait.
+            following = asyncio.create_task(_follow(app_state))
+
+
+async def _follow(app_state: Any) -> None:
+    try:
+        await follow_champion(app_state)
+    except Exception:  # a registry that cannot be read now: serve on, try again later
+        logger.exception("could not read the registry's champion")
 
 
 def publish(app_state: Any) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
+import yaml
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
 from src.agent import (
@@ -19,7 +24,7 @@ from src.agent import (
 from src.agent.observations import describe_drift, describe_metrics, file_origin
 from src.errors import DataError
 from src.loop.labels import record_labels
-from src.service.auth import require_token
+from src.service.auth import authorize, bearer, require_token
 from src.service.models import (
     ErrorResponse,
     FeedbackRequest,
@@ -59,6 +64,11 @@ def observations_for(
 TOO_LARGE = {"model": ErrorResponse, "description": "Body too large"}
 MONITOR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid observations"},
+    401: {"model": ErrorResponse, "description": "execute: true without a bearer token"},
+    403: {
+        "model": ErrorResponse,
+        "description": "execute: true while AGENT_EXECUTE_OVER_HTTP is off, or a wrong token",
+    },
     413: TOO_LARGE,
     503: {"model": ErrorResponse, "description": "Default files missing or unreadable"},
 }
@@ -71,6 +81,33 @@ FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def execute_elsewhere(
+    points: list[MetricPoint], drift: DriftSummary | None
+) -> list[dict[str, Any]]:
+    """`python -m src.agent_monitor --execute` on these observations, in a child process."""
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        (work / "metrics.jsonl").write_text("".join(p.model_dump_json() + "\n" for p in points))
+        command = [sys.executable, "-m", "src.agent_monitor", "--execute"]
+        command += ["--metrics", str(work / "metrics.jsonl"), "--out", str(work / "plan.yaml")]
+        if drift is not None:
+            (work / "drift.json").write_text(drift.model_dump_json())
+            command += ["--drift", str(work / "drift.json")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+        if done.returncode != 0:
+            raise HTTPException(500, f"executing the plan failed: {done.stderr.strip()[-300:]}")
+        return yaml.safe_load((work / "plan.yaml").read_text()).get("executed") or []
+
+
+def may_execute(request: Request, settings: Settings) -> None:
+    """Acting from HTTP: off unless turned on, and then only with the service's token."""
+    if not settings.agent_execute_over_http:
+        raise HTTPException(
+            403, "executing plans over HTTP is off: set AGENT_EXECUTE_OVER_HTTP=true"
+        )
+    authorize(request, bearer(request))
+
+
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter()
 
@@ -81,20 +118,27 @@ def build_router(settings: Settings) -> APIRouter:
         responses=MONITOR_RESPONSES,
         max_body_size=settings.monitor_max_body_bytes,
     )
-    def monitor_plan(payload: Annotated[MonitorRequest | None, Body()] = None) -> AgentPlan:
+    def monitor_plan(
+        request: Request, payload: Annotated[MonitorRequest | None, Body()] = None
+    ) -> AgentPlan:
         # A plain def: FastAPI runs it in a worker thread, since it may read files or ask an LLM.
         payload = payload or MonitorRequest()
+        if payload.execute:
+            may_execute(request, settings)
         try:
             points, drift, sources = observations_for(payload, settings)
         except DataError as exc:
             raise HTTPException(503, f"default monitoring files unusable: {exc}") from None
-        return monitor(
+        plan = monitor(
             points,
             drift,
             now=datetime.now(UTC),
             llm=LLMConfig.from_env(required=False),
             sources=sources,
         )
+        if payload.execute:  # in a process of its own: a web worker never trains
+            plan = plan.model_copy(update={"executed": execute_elsewhere(points, drift)})
+        return plan
 
     @router.post(
         "/feedback",

@@ -5,17 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from src.multiprocess_metrics import collect
 from src.predictor import Predictor
+from src.service.auth import require_token
 from src.service.body import error
 from src.service.models import ErrorResponse
 from src.service.state import ModelState, get_predictor, get_state, log_status, publish
 from src.settings import Settings
 
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No bearer token"},
+    403: {"model": ErrorResponse, "description": "Wrong token, or none configured"},
+    409: {"model": ErrorResponse, "description": "This service serves a folder, not the registry"},
+}
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Not ready, with the reason"}
 }
@@ -40,8 +46,11 @@ def build_router(settings: Settings) -> APIRouter:
             "status": "ready",
             "model_version": state.predictor.version,
             "engine": state.predictor.engine,
+            "model_source": "folder" if settings.artifacts_dir else "registry champion",
             "prediction_log": log_status(request.app.state),
         }
+        if state.refused:  # a newer champion failed verification: the model above still serves
+            body["not_served"] = state.refused
         return Response(orjson.dumps(body), media_type="application/json")
 
     @router.get(
@@ -62,6 +71,18 @@ def build_router(settings: Settings) -> APIRouter:
         body = collect(folder) if folder else generate_latest(request.app.state.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    @router.post(
+        "/admin/reload",
+        summary="Look at the registry's champion now (every worker also looks every few seconds)",
+        responses=AUTH_RESPONSES,
+        dependencies=[Depends(require_token)],
+    )
+    async def reload(request: Request) -> dict[str, str]:
+        if request.app.state.registry is None:
+            raise HTTPException(409, "this service serves ARTIFACTS_DIR, not the registry")
+        request.app.state.reload.set()
+        return {"status": "reloading: this worker looks at the champion within 50 ms"}
+
     return router
 
 
@@ -74,6 +95,8 @@ def describe_model(predictor: Predictor, settings: Settings) -> dict[str, Any]:
         "trained_at": manifest["created_at"],
         "engine": predictor.engine,
         "decision_threshold": predictor.threshold,
+        # Sets trained before mitigations existed were plain models.
+        "mitigation": manifest.get("mitigation", {"name": "none"}),
         "validation_metrics": {
             k: metrics_json[k] for k in ("roc_auc", "pr_auc", "accuracy", "log_loss", "brier")
         },

@@ -20,6 +20,7 @@ from src.pages import (
     monitoring_badges,
     monitoring_section,
     read_monitoring,
+    registry_section,
     served_block,
 )
 from src.service.body import error
@@ -63,11 +64,18 @@ def build_router(settings: Settings) -> APIRouter:
                 "(it was trained before cards were built): train again",
             )
         results = monitoring_results(settings)
+        registry = request.app.state.registry
+        history = ""
+        if registry is not None:
+            history = registry_section(
+                registry.alias("champion"), predictor.version, registry.history(limit=20)
+            )
         page = fill(
             card,
             served=served_block(predictor.bundle.manifest, predictor.version),
             badges=monitoring_badges(results),
             monitoring=monitoring_section(results),
+            registry=history,
         )
         return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_POLICY})
 

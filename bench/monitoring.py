@@ -1,0 +1,247 @@
+"""Monitoring in SQL at 1M and 10M logged rows, on SQLite and PostgreSQL, against the path it
+replaced (read every row into pandas, score each hour with scikit-learn) in the same run.
+
+Rows are generated inside the database (a recursive CTE in SQLite, generate_series in PostgreSQL):
+30 days of traffic, 30% of rows labelled, a request line per 10 rows. Each operation runs in a
+fresh Python process, so its peak RSS is its own: a full rebuild of the statistics, then one new
+hour of traffic and the incremental update that follows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from bench.common import table
+from bench.log_capacity import POSTGRES
+from src.loop.tables import make_engine, upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+HOURS = 720
+T0 = 1_767_225_600  # 2026-01-01 00:00 UTC
+CATEGORIES = {
+    "workclass": ["Private", "Self-emp-not-inc", "Local-gov", "State-gov", "Federal-gov"],
+    "education": ["HS-grad", "Some-college", "Bachelors", "Masters", "11th", "Assoc-voc"],
+    "marital_status": ["Married-civ-spouse", "Never-married", "Divorced", "Widowed"],
+    "occupation": ["Prof-specialty", "Craft-repair", "Exec-managerial", "Adm-clerical", "Sales"],
+    "relationship": ["Husband", "Not-in-family", "Own-child", "Unmarried", "Wife"],
+    "race": ["White", "Black", "Asian-Pac-Islander", "Other"],
+    "sex": ["Male", "Female"],
+    "native_country": ["United-States", "Mexico", "Philippines", "Germany", "India"],
+}
+NUMBERS = {
+    "age": (17, 60),
+    "education_num": (1, 16),
+    "capital_gain": (0, 3),
+    "capital_loss": (0, 2),
+    "hours_per_week": (10, 60),
+}
+
+
+def _choice(dialect: str, values: list[str]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    if dialect == "sqlite":
+        listed = ", ".join(json.dumps(v) for v in values)
+        return f"json_extract('[{listed}]', '$[' || (abs(random()) % {len(values)}) || ']')"
+    return f"(ARRAY[{quoted}])[1 + floor(random() * {len(values)})::int]"
+
+
+def _number(dialect: str, low: int, span: int) -> str:
+    return (
+        f"({low} + abs(random()) % {span})"
+        if dialect == "sqlite"
+        else f"({low} + floor(random() * {span}))"
+    )
+
+
+def _generate(engine: Any, rows: int, first_hour: int, hours: int, seed_key: int) -> None:
+    """`rows` predictions spread over `hours` from `first_hour`, their requests and labels."""
+    dialect = engine.dialect.name
+    step = hours * 3600 / rows
+    features = {n: _number(dialect, *span) for n, span in NUMBERS.items()}
+    features.update({n: _choice(dialect, values) for n, values in CATEGORIES.items()})
+    columns = ", ".join(features)
+    values = ", ".join(features.values())
+    start = T0 + first_hour * 3600
+    if dialect == "sqlite":
+        source = (  # the bench's own numbers, no input: noqa
+            f"WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {rows - 1}) "  # noqa: S608
+            "SELECT i, (abs(random()) % 1000) / 1000.0 AS p FROM s"
+        )
+        pid = f"printf('%012x%016x-00000', {seed_key}, i)"
+        ts = f"strftime('%Y-%m-%d %H:%M:%f', {start} + i * {step}, 'unixepoch') || '+00:00'"
+        labelled = "abs(random()) % 10 < 3"
+        label = "(abs(random()) % 1000) / 1000.0 < probability"
+        latency = "(abs(random()) % 5000) / 100.0"
+        tenth = "substr(prediction_id, 13, 16) LIKE '%0'"
+    else:
+        source = f"SELECT i, random() AS p FROM generate_series(0, {rows - 1}) AS i"  # noqa: S608
+        pid = f"lpad(to_hex({seed_key}), 12, '0') || lpad(to_hex(i), 16, '0') || '-00000'"
+        ts = f"to_timestamp({start} + i * {step})"
+        labelled = "random() < 0.3"
+        label = "random() < probability"
+        latency = "random() * 50"
+        tenth = "right(prediction_id, 7) LIKE '0-00000'"
+    statements = [
+        f"INSERT INTO predictions (prediction_id, request_id, row_index, ts, model_version, "  # noqa: S608
+        f"{columns}, probability, predicted_class) "
+        f"SELECT {pid}, 'bench', 0, {ts}, 'v1', {values}, p, "
+        f"CASE WHEN p >= 0.5 THEN 1 ELSE 0 END FROM ({source}) AS g",
+        f"INSERT INTO labels (prediction_id, label, received_at) SELECT prediction_id, "  # noqa: S608
+        f"CASE WHEN {label} THEN 1 ELSE 0 END, ts FROM predictions WHERE prediction_id LIKE "
+        f"'{seed_key:012x}%' AND {labelled}",
+        f"INSERT INTO requests (request_id, ts, path, status, latency_ms, rows, model_version) "  # noqa: S608
+        f"SELECT 'bench', ts, '/predict', 200, {latency}, 10, 'v1' FROM predictions "
+        f"WHERE prediction_id LIKE '{seed_key:012x}%' AND {tenth}",
+    ]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+    if dialect == "postgresql":  # what autovacuum does to a table that grew this much
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE"))
+
+
+_OPERATION = """
+import json, resource, sys, time
+from datetime import UTC, datetime, timedelta
+sys.path.insert(0, {root!r})
+from src.loop.tables import make_engine
+from src.monitor_window import load_references
+from src.loop.statistics import refresh
+from src.drift import fit_reference
+from src.data import load_dataset
+engine = make_engine({url!r})
+references = fit_reference(load_dataset({root!r} + "/data/adult_ref_sample.csv").features)
+started = time.perf_counter()
+{body}
+print(json.dumps({{"seconds": time.perf_counter() - started,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+_REFRESH = (
+    "refresh(engine, references, now=datetime.fromtimestamp({now}, UTC), "
+    "label_delay=timedelta(hours=24), rebuild={rebuild})"
+)
+
+# The path the statistics replaced: every row into pandas, each hour scored with scikit-learn.
+_PANDAS = """
+import numpy as np, pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sqlalchemy import text
+query = ("SELECT p.ts, p.probability, p.predicted_class, l.label FROM predictions p "
+         "LEFT JOIN labels l ON l.prediction_id = p.prediction_id")
+with engine.connect() as connection:
+    frame = pd.DataFrame(connection.execute(text(query)).all(), columns=["ts", "p", "c", "y"])
+frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="mixed")
+labelled = frame.dropna(subset=["y"])
+for hour, rows in labelled.groupby(labelled["ts"].dt.floor("h")):
+    y = rows["y"].to_numpy(dtype=int)
+    if len(np.unique(y)) == 2:
+        roc_auc_score(y, rows["p"]), average_precision_score(y, rows["p"])
+"""
+
+
+def _run(url: str, body: str) -> dict[str, float]:
+    script = _OPERATION.format(root=str(ROOT), url=url, body=body)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _fresh_database(kind: str, work: Path) -> str | None:
+    if kind == "SQLite":
+        return f"sqlite:///{work / f'monitoring-{uuid.uuid4().hex[:6]}.db'}"
+    try:
+        admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception:  # no server: said in the results
+        return None
+    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+
+def measure(kind: str, rows: int, work: Path, *, yardstick: bool) -> dict[str, Any] | None:
+    url = _fresh_database(kind, work)
+    if url is None:
+        return None
+    engine = make_engine(url)
+    upgrade(engine)
+    started = time.perf_counter()
+    _generate(engine, rows, 0, HOURS, seed_key=1)
+    generated = time.perf_counter() - started
+    now = T0 + HOURS * 3600 + 60
+    result: dict[str, Any] = {"rows": rows, "generate_s": round(generated, 1)}
+    result["rebuild"] = _run(url, _REFRESH.format(now=now, rebuild=True))
+    _generate(engine, rows // HOURS, HOURS, 1, seed_key=2)  # one more hour of traffic
+    result["one_hour"] = _run(url, _REFRESH.format(now=now + 3600, rebuild=False))
+    if yardstick:
+        result["pandas_path"] = _run(url, _PANDAS)
+    engine.dispose()
+    return result
+
+
+def run(sizes: tuple[int, ...] = (1_000_000, 10_000_000)) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
+    results: dict[str, Any] = {}
+    for kind in ("SQLite", "PostgreSQL"):
+        for rows in sizes:
+            print(f"  {kind}, {rows:,} rows ...", file=sys.stderr, flush=True)
+            results[f"{kind} {rows:,}"] = measure(kind, rows, work, yardstick=rows <= 1_000_000)
+    return _summary(results)
+
+
+def _summary(results: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for name, r in results.items():
+        if r is None:
+            rows.append([name, "no server", "-", "-", "-", "-"])
+            continue
+        pandas = r.get("pandas_path")
+        rows.append(
+            [
+                name,
+                f"{r['generate_s']} s",
+                f"{r['rebuild']['seconds']:.1f} s / {r['rebuild']['peak_rss_mib']:.0f} MiB",
+                f"{r['one_hour']['seconds']:.2f} s / {r['one_hour']['peak_rss_mib']:.0f} MiB",
+                f"{pandas['seconds']:.1f} s / {pandas['peak_rss_mib']:.0f} MiB"
+                if pandas
+                else "not run",
+                f"{pandas['seconds'] / r['one_hour']['seconds']:.0f}x" if pandas else "-",
+            ]
+        )
+    markdown = table(
+        [
+            "database, logged rows",
+            "generated in",
+            "full rebuild: time / peak RSS",
+            "one new hour: time / peak RSS",
+            "the pandas path it replaced",
+            "pandas path / one-hour update",
+        ],
+        rows,
+    )
+    big = [r for n, r in results.items() if r and r["rows"] >= 10_000_000]
+    pg_big = [
+        r for n, r in results.items() if r and r["rows"] >= 10_000_000 and n.startswith("Post")
+    ]
+    goals = {
+        "one new hour under 1 s at 10M rows": bool(big)
+        and all(r["one_hour"]["seconds"] < 1 for r in big),
+        "full rebuild of 10M rows on PostgreSQL under 60 s": bool(pg_big)
+        and all(r["rebuild"]["seconds"] < 60 for r in pg_big),
+        "peak RSS under 300 MB at 10M rows": bool(big)
+        and all(
+            max(r["rebuild"]["peak_rss_mib"], r["one_hour"]["peak_rss_mib"]) < 300 for r in big
+        ),
+    }
+    return {"results": results, "goals": goals, "markdown": markdown}
