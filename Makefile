@@ -64,7 +64,7 @@ loop: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve, replay labelled traffic, mo
 
 demo: $(STAMP)  ## the main job, end to end, from an empty var/demo (writes only ignored paths)
 	rm -rf var/demo
-	$(MAKE) train drift monitor loop report PREDICTION_LOG_DIR=var/demo
+	$(MAKE) train drift monitor fairness loop report PREDICTION_LOG_DIR=var/demo
 
 reference-run: demo  ## refresh the committed reference run in docs/reference-run/
 	scripts/reference_run.sh

@@ -7,7 +7,8 @@ ARTIFACTS=${ARTIFACTS:-artifacts}
 LIVE=${MONITOR_LIVE_DIR:-var/demo/live}
 out=docs/reference-run
 mkdir -p "$out/live"
-for name in metrics.json fairness.md feature_importances.csv drift_report.json agent_plan.yaml report.html; do
+for name in metrics.json fairness.md mitigation.md feature_importances.csv drift_report.json agent_plan.yaml \
+  report.html; do
   cp "$ARTIFACTS/$name" "$out/$name"
 done
 for name in metrics_history.jsonl drift_report.json agent_plan.yaml; do

@@ -231,12 +231,12 @@ def mitigation_note(attribute: str, report: dict[str, Any], *, proxy: str | None
     worst = max(gaps, key=lambda gap: (not gap[3], gap[2]))
     label = "selection-rate" if worst[1] == "demographic_parity_diff" else "TPR"
     caveat = " (a small group: confirm on more data first)" if worst[3] else ""
-    proxy_part = f"drop or coarsen `{proxy}`, its strongest proxy, and " if proxy else ""
+    proxy_part = f"without `{proxy}`, its strongest proxy, " if proxy else ""
     return (
         f"{attribute}: the {label} gap for '{worst[0]}' vs '{report['reference_group']}' is "
-        f"{worst[2]:.2f}{caveat}; try to {proxy_part}post-process with per-group thresholds "
-        f"(fairlearn's ThresholdOptimizer under an equal-opportunity constraint), then re-check "
-        f"ROC-AUC and both gaps."
+        f"{worst[2]:.2f}{caveat}. Candidates ({proxy_part}reweighed, reductions, per-group "
+        f"thresholds) are measured against each other by `make fairness` "
+        f"(docs/fairness-mitigation.md); none is applied unless training asks for it."
     )
 
 

@@ -466,7 +466,11 @@ def _fairness_section(metrics: dict[str, Any]) -> str:
         ]
         for a, p in fairness["proxy_check"].items()
     ]
-    notes = fairness["mitigations"] or [f"No gap exceeds {GAP_LIMIT:.2f}."]
+    applied = metrics.get("mitigation", {"description": "none (the plain model)"})
+    notes = [
+        f"This model's mitigation: {applied['description']}.",
+        *(fairness["mitigations"] or [f"No gap exceeds {GAP_LIMIT:.2f}."]),
+    ]
     mitigations = "".join(f"<li>{esc(m)}</li>" for m in notes)
     return (
         '<section id="fairness"><h2>Fairness</h2>'
@@ -481,7 +485,7 @@ def _fairness_section(metrics: dict[str, Any]) -> str:
             ["attribute", "ROC-AUC, predicted from the model's inputs", "strongest input"],
             proxy_rows,
         )
-        + f"<h3>Mitigation to try</h3><ul>{mitigations}</ul></section>"
+        + f"<h3>Mitigation</h3><ul>{mitigations}</ul></section>"
     )
 
 
