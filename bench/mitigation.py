@@ -28,7 +28,7 @@ def run(artifacts: Path) -> dict[str, Any]:
                 [
                     [
                         r["candidate"],
-                        f"{r['train_seconds']:.1f}",
+                        f"{r['train_seconds']:.2f}",
                         f"{r['slowdown']:.1f}",
                         f"{r['metrics']['accuracy']:.4f}",
                         f"{r['metrics']['sex_dp']:.3f}",

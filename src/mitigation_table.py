@@ -228,7 +228,7 @@ def table_markdown(result: dict[str, Any]) -> str:
         name = row["candidate"] + ("" if row["trainable"] else " (evaluation only)")
         cells = " | ".join(_cell(row, k) for k in keys)
         lines.append(
-            f"| {name} | {cells} | {row['train_seconds']:.1f} | {row['slowdown']:.1f}{slow} |"
+            f"| {name} | {cells} | {row['train_seconds']:.2f} | {row['slowdown']:.1f}{slow} |"
         )
     choice = result["recommendation"]
     lines += ["", f"**Choice: {choice['candidate']}.** {choice['why']}", ""]

@@ -268,7 +268,7 @@ def mitigation_section(result: dict[str, Any]) -> str:
             esc(row["candidate"])
             + ("" if row["trainable"] else " <small>(evaluation only)</small>"),
             *[cell(row, k) for k in keys],
-            f"{row['train_seconds']:.1f} s ({row['slowdown']:.1f}x"
+            f"{row['train_seconds']:.2f} s ({row['slowdown']:.1f}x"
             + (", <b>over 10x</b>)" if row["too_slow"] else ")"),
         ]
         for row in result["rows"]
