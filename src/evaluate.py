@@ -65,7 +65,7 @@ def _none_if_nan(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _auc_by_rows(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def auc_by_rows(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC-AUC of every row at once, by the Mann-Whitney rank formula (ties get average ranks,
     as in roc_auc_score); NaN where a row holds one class only."""
     ranks = stats.rankdata(scores, axis=1)
@@ -90,7 +90,7 @@ def paired_auc_difference(
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(y_true), size=(draws, len(y_true)))
     y = y_true[picks]
-    differences = _auc_by_rows(y, np.asarray(first)[picks]) - _auc_by_rows(
+    differences = auc_by_rows(y, np.asarray(first)[picks]) - auc_by_rows(
         y, np.asarray(second)[picks]
     )
     differences = differences[np.isfinite(differences)]
@@ -126,7 +126,7 @@ def bootstrap_rate_intervals(
             "tpr": (y & p).sum(axis=1) / y.sum(axis=1),
             "fpr": ((1 - y) & p).sum(axis=1) / (1 - y).sum(axis=1),
             "selection_rate": p.mean(axis=1),
-            "roc_auc": _auc_by_rows(y, proba[picks]),
+            "roc_auc": auc_by_rows(y, proba[picks]),
         }
     out: dict[str, list[float | None]] = {}
     for name, values in rates.items():

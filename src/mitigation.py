@@ -22,8 +22,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
-from src.evaluate import FAIRNESS_ATTRIBUTES, GAP_LIMIT, MISSING_GROUP, headline_gap_groups
+from src.evaluate import (
+    FAIRNESS_ATTRIBUTES,
+    GAP_LIMIT,
+    MISSING_GROUP,
+    auc_by_rows,
+    headline_gap_groups,
+    headline_gaps,
+)
 
 TRAINABLE = ("none", "no_proxy", "reweighing")
 EVALUATED_ONLY = ("exponentiated_gradient", "threshold_optimizer")
@@ -157,12 +165,10 @@ def metric_draws(
     group_sets: dict[str, tuple[str, list[str]]],
 ) -> dict[str, np.ndarray]:
     """ROC-AUC, accuracy and the headline gaps on every bootstrap resample (`picks`)."""
-    from src.evaluate import _auc_by_rows
-
     y = y_true[picks]
     decided = outcome.decisions.astype(bool)[picks]
     draws = {
-        "roc_auc": _auc_by_rows(y, outcome.scores[picks]),
+        "roc_auc": auc_by_rows(y, outcome.scores[picks]),
         "accuracy": (decided == y.astype(bool)).mean(axis=1),
     }
     for attribute, (reference, others) in group_sets.items():
@@ -175,10 +181,6 @@ def metric_draws(
 def point_metrics(
     y_true: np.ndarray, outcome: Outcome, sensitive: pd.DataFrame
 ) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
-
-    from src.evaluate import headline_gaps
-
     return {
         "roc_auc": float(roc_auc_score(y_true, outcome.scores)),
         "accuracy": float((outcome.decisions == y_true).mean()),

@@ -424,6 +424,16 @@ def _quality_section(metrics: dict[str, Any], predictions: pd.DataFrame) -> str:
     )
 
 
+def _mitigation_notes(metrics: dict[str, Any]) -> str:
+    """Which mitigation this model was trained with (sets before them: none), and the notes."""
+    applied = metrics.get("mitigation", {"description": "none (the plain model)"})
+    notes = [
+        f"This model's mitigation: {applied['description']}.",
+        *(metrics["fairness"]["mitigations"] or [f"No gap exceeds {GAP_LIMIT:.2f}."]),
+    ]
+    return "".join(f"<li>{esc(m)}</li>" for m in notes)
+
+
 def _fairness_section(metrics: dict[str, Any]) -> str:
     fairness = metrics["fairness"]
     parts = []
@@ -466,12 +476,7 @@ def _fairness_section(metrics: dict[str, Any]) -> str:
         ]
         for a, p in fairness["proxy_check"].items()
     ]
-    applied = metrics.get("mitigation", {"description": "none (the plain model)"})
-    notes = [
-        f"This model's mitigation: {applied['description']}.",
-        *(fairness["mitigations"] or [f"No gap exceeds {GAP_LIMIT:.2f}."]),
-    ]
-    mitigations = "".join(f"<li>{esc(m)}</li>" for m in notes)
+    mitigations = _mitigation_notes(metrics)
     return (
         '<section id="fairness"><h2>Fairness</h2>'
         "<p>Sensitive attributes (race, sex, native country, marital status) are never model "
