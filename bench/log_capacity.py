@@ -45,7 +45,7 @@ POSTGRES = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
 )
 
 
-def _fresh_postgres() -> str | None:
+def fresh_postgres() -> str | None:
     try:
         admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
         name = f"bench_{uuid.uuid4().hex[:10]}"
@@ -214,19 +214,19 @@ def run(artifacts: Path) -> dict[str, Any]:
     frame = load_dataset(ROOT / "data" / "adult_synth.csv").features.head(1000)
     body = frame[list(FEATURES)].to_json(orient="records").encode()
     script = _script(work, "batch", body)
-    urls = {"SQLite": f"sqlite:///{work / 'alone.db'}", "PostgreSQL": _fresh_postgres()}
+    urls = {"SQLite": f"sqlite:///{work / 'alone.db'}", "PostgreSQL": fresh_postgres()}
     alone = {name: (round(writer_alone(url, body)) if url else None) for name, url in urls.items()}
     served = {
         "log off": end_to_end(artifacts, script, None, work),
         "SQLite": end_to_end(artifacts, script, f"sqlite:///{work / 'served.db'}", work),
     }
-    postgres = _fresh_postgres()
+    postgres = fresh_postgres()
     served["PostgreSQL"] = end_to_end(artifacts, script, postgres, work) if postgres else None
     # At a rate the writer sustains: nothing may be dropped.
     served[f"SQLite at {STEADY} req/s"] = end_to_end(
         artifacts, script, f"sqlite:///{work / 'steady.db'}", work, rate=STEADY
     )
-    postgres = _fresh_postgres()
+    postgres = fresh_postgres()
     served[f"PostgreSQL at {STEADY} req/s"] = (
         end_to_end(artifacts, script, postgres, work, rate=STEADY) if postgres else None
     )

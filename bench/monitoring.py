@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from bench.common import table
-from bench.log_capacity import POSTGRES
+from bench.log_capacity import fresh_postgres
 from src.loop.tables import make_engine, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,15 +159,7 @@ def _run(url: str, body: str) -> dict[str, float]:
 def _fresh_database(kind: str, work: Path) -> str | None:
     if kind == "SQLite":
         return f"sqlite:///{work / f'monitoring-{uuid.uuid4().hex[:6]}.db'}"
-    try:
-        admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-        name = f"bench_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-    except Exception:  # no server: said in the results
-        return None
-    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    return fresh_postgres()
 
 
 def measure(kind: str, rows: int, work: Path, *, yardstick: bool) -> dict[str, Any] | None:
