@@ -435,8 +435,7 @@ def refresh(
     fingerprint = reference_hash(references)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            # Room for the hourly aggregations to hash in memory, for this transaction only.
-            connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+            _tune_postgresql(connection)
         state = connection.execute(select(stats_state_table)).first()
         rebuilt = rebuild or state is None or state.reference != fingerprint
         marks = {
@@ -473,6 +472,17 @@ def refresh(
             )
         _save_state(connection, state is not None, current, final_before, marks, fingerprint)
     return Refresh(len(hours), late, final_before, rebuilt)
+
+
+def _tune_postgresql(connection: Connection) -> None:
+    """For this transaction only. The planner cannot estimate how few distinct bins a CASE
+    yields, guesses one group per row, and sorts 12 of the 13 grouping sets; the real groups
+    are few (hours x versions x bins), so let every set hash (PostgreSQL 13+ spills a hash
+    table to disk rather than exceed memory). JIT compiling took 1.1 s of a 2 s statement and
+    saved nothing. Measured on one week of a 2M-row log: bins 2.1 s -> 0.8 s."""
+    connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    connection.exec_driver_sql("SET LOCAL hash_mem_multiplier = 1000")
+    connection.exec_driver_sql("SET LOCAL jit = off")
 
 
 def _first_hour(connection: Connection) -> int | None:
