@@ -169,6 +169,8 @@ def end_to_end(
         while log_url and _buffered(server.url) > 0:  # the warm-up's rows written first
             time.sleep(0.05)
         written_before = _count(log_url) if log_url else 0
+        # The warm-up runs at full speed and may overflow the buffer: count only this phase's drops.
+        dropped_before = _metric(server.url, "prediction_log_dropped_rows_total")
         offset = log_file.stat().st_size
         stop, peaks = threading.Event(), {}
         watcher = threading.Thread(target=_peak_rss, args=(server.pid, stop, peaks))
@@ -186,7 +188,7 @@ def end_to_end(
             catch_up = time.perf_counter() - load_end
         stop.set()
         watcher.join()
-        dropped = _metric(server.url, "prediction_log_dropped_rows_total")
+        dropped = _metric(server.url, "prediction_log_dropped_rows_total") - dropped_before
         with log_file.open("rb") as f:
             f.seek(offset)
             served = [
