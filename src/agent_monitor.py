@@ -59,31 +59,25 @@ def execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, objec
     import tempfile
 
     from src.agent.executor import Executor
-    from src.loop.tables import make_engine, upgrade
-    from src.registry.core import Registry
+    from src.registry.core import opened_registry
     from src.registry.retrain import retrain
     from src.settings import Settings
 
     settings = Settings()
-    engine = make_engine(settings.registry_url)
-    upgrade(engine)
-    registry = Registry(engine, settings.registry_store)
     work = Path(tempfile.mkdtemp(prefix="retrain-"))
+    with opened_registry(settings) as registry:
 
-    def challenger() -> Path:
-        return retrain(
-            data,
-            engine,
-            work,
-            hours=settings.retrain_traffic_hours,
-            trials=settings.retrain_trials,
-            params=registry.champion_hyperparameters(),
-        )
+        def challenger() -> Path:
+            return retrain(
+                data,
+                registry.engine,
+                work,
+                hours=settings.retrain_traffic_hours,
+                trials=settings.retrain_trials,
+                params=registry.champion_hyperparameters(),
+            )
 
-    try:
         return Executor(registry, settings, retrain=challenger).execute(plan, force=force)
-    finally:
-        engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,11 @@ BOOTSTRAP_DRAWS = 200
 MISSING_GROUP = "missing"
 
 
+def group_labels(sensitive: pd.Series) -> pd.Series:
+    """A sensitive column as group names: text, missing values as the group "missing"."""
+    return sensitive.astype(object).fillna(MISSING_GROUP).astype(str)
+
+
 def classification_metrics(
     y_true: np.ndarray, proba: np.ndarray, *, threshold: float = 0.5
 ) -> dict[str, float]:
@@ -95,14 +100,21 @@ def paired_auc_difference(
     )
     differences = differences[np.isfinite(differences)]
     low, high = np.quantile(differences, [0.025, 0.975])
-    difference = float(roc_auc_score(y_true, first) - roc_auc_score(y_true, second))
+    auc_first, auc_second = roc_auc_score(y_true, first), roc_auc_score(y_true, second)
+    difference = float(auc_first - auc_second)
     if low > 0:
         verdict = "first better"
     elif high < 0:
         verdict = "second better"
     else:
         verdict = "within noise"
-    return {"difference": difference, "ci95": [float(low), float(high)], "verdict": verdict}
+    return {
+        "first": float(auc_first),
+        "second": float(auc_second),
+        "difference": difference,
+        "ci95": [float(low), float(high)],
+        "verdict": verdict,
+    }
 
 
 def bootstrap_rate_intervals(
@@ -178,7 +190,7 @@ def group_fairness(
     """Per-group n, positives, ROC-AUC, TPR, FPR and selection rate at `threshold` (fairlearn
     MetricFrame, with bootstrap 95% intervals), and the gaps against the largest group."""
     y_true = np.asarray(y_true).astype(int)
-    groups = sensitive_features.astype(object).fillna(MISSING_GROUP).astype(str).to_numpy()
+    groups = group_labels(sensitive_features).to_numpy()
     predicted = (np.asarray(proba) >= threshold).astype(int)
     rates = MetricFrame(
         metrics={
@@ -254,7 +266,7 @@ def proxy_check(
     out: dict[str, dict[str, Any]] = {}
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
     for attribute in sensitive.columns:
-        values = sensitive[attribute].astype(object).fillna(MISSING_GROUP).astype(str)
+        values = group_labels(sensitive[attribute])
         majority = values.value_counts().idxmax()
         target = (values != majority).to_numpy().astype(int)
         if min(target.sum(), len(target) - target.sum()) < folds.n_splits:
@@ -288,7 +300,7 @@ def headline_gap_groups(y_true: np.ndarray, sensitive: pd.Series) -> tuple[str, 
     """The reference group (the largest) and the other groups big enough to act on: the groups
     the headline gaps compare. Small groups stay in the per-group report, flagged."""
     y_true = np.asarray(y_true).astype(int)
-    groups = sensitive.astype(object).fillna(MISSING_GROUP).astype(str).to_numpy()
+    groups = group_labels(sensitive).to_numpy()
     names, sizes = np.unique(groups, return_counts=True)
     reference = str(names[np.argmax(sizes)])
     big = []
@@ -319,7 +331,7 @@ def headline_gaps(
     out: dict[str, float] = {}
     for attribute in FAIRNESS_ATTRIBUTES:
         reference, others = headline_gap_groups(y_true, sensitive[attribute])
-        groups = sensitive[attribute].astype(object).fillna(MISSING_GROUP).astype(str).to_numpy()
+        groups = group_labels(sensitive[attribute]).to_numpy()
 
         ref_selection, ref_tpr = _rates(decided, y_true, groups == reference)
         gaps = [_rates(decided, y_true, groups == name) for name in others]

@@ -27,8 +27,8 @@ from sklearn.metrics import roc_auc_score
 from src.evaluate import (
     FAIRNESS_ATTRIBUTES,
     GAP_LIMIT,
-    MISSING_GROUP,
     auc_by_rows,
+    group_labels,
     headline_gap_groups,
     headline_gaps,
 )
@@ -94,10 +94,8 @@ def proxy_inputs(proxies: dict[str, dict[str, Any]]) -> tuple[str, ...]:
 
 
 def joint_groups(sensitive: pd.DataFrame) -> np.ndarray:
-    columns = [
-        sensitive[a].astype(object).fillna(MISSING_GROUP).astype(str) for a in FAIRNESS_ATTRIBUTES
-    ]
-    return (columns[0] + " / " + columns[1]).to_numpy()
+    first, second = (group_labels(sensitive[a]) for a in FAIRNESS_ATTRIBUTES)
+    return (first + " / " + second).to_numpy()
 
 
 def reweighing_weights(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -172,7 +170,7 @@ def metric_draws(
         "accuracy": (decided == y.astype(bool)).mean(axis=1),
     }
     for attribute, (reference, others) in group_sets.items():
-        groups = sensitive[attribute].astype(object).fillna(MISSING_GROUP).astype(str).to_numpy()
+        groups = group_labels(sensitive[attribute]).to_numpy()
         for kind, values in _gap_draws(y, decided, groups[picks], reference, others).items():
             draws[f"{attribute}_{kind}"] = values
     return draws

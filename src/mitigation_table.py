@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from src.artifacts import METRICS_FILE
 from src.data import load_dataset, split_dataset
 from src.errors import DataError
+from src.evaluate import group_labels
 from src.fileio import dumps_json, run_cli, sha256_file, write_text_atomic
 from src.mitigation import (
     CANDIDATES,
@@ -134,11 +135,11 @@ def threshold_optimizer(
             prefit=True,
             predict_method="predict_proba",
         )
-        sex = split[0][CONSTRAINED_ATTRIBUTE].astype(object).fillna("missing").astype(str)
+        sex = group_labels(split[0][CONSTRAINED_ATTRIBUTE])
         return optimizer.fit(oof.reshape(-1, 1), y_train.to_numpy(), sensitive_features=sex)
 
     optimizer, seconds = _timed(fit)
-    sex_val = split[1][CONSTRAINED_ATTRIBUTE].astype(object).fillna("missing").astype(str)
+    sex_val = group_labels(split[1][CONSTRAINED_ATTRIBUTE])
     decisions = optimizer.predict(
         plain.scores.reshape(-1, 1), sensitive_features=sex_val, random_state=seed
     )
@@ -164,7 +165,7 @@ def candidate_outcomes(
             fitted, seconds = _timed(lambda c=choice: fit_model(encoded, y_train, params, seed, c))
             outcome = Outcome(fitted.proba, fitted.proba >= DECISION_THRESHOLD, seconds)
         elif name == "exponentiated_gradient":
-            sex = x_train[CONSTRAINED_ATTRIBUTE].astype(object).fillna("missing").astype(str)
+            sex = group_labels(x_train[CONSTRAINED_ATTRIBUTE])
             outcome = exponentiated_gradient(encoded, y_train, sex, params, seed)
         else:
             outcome = threshold_optimizer(encoded, y_train, split, outcomes["none"], params, seed)

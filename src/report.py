@@ -295,7 +295,10 @@ def _kpi(value: str, label: str) -> str:
 
 
 def build_card(
-    metrics: dict[str, Any], predictions: pd.DataFrame, importances: pd.DataFrame
+    metrics: dict[str, Any],
+    predictions: pd.DataFrame,
+    importances: pd.DataFrame,
+    mitigations: dict[str, Any] | None = None,
 ) -> str:
     """The model card, built at training time from what training measured. Its live parts (the
     served model's identity and the monitoring) are slots, filled when the page is served."""
@@ -305,6 +308,7 @@ def build_card(
         _quality_section(metrics, predictions),
         _fairness_section(metrics),
         _importance_section(importances),
+        mitigation_section(mitigations) if mitigations else "",
         MONITORING_SLOT,
         REGISTRY_SLOT,
         _limits_section(metrics),
@@ -558,13 +562,10 @@ def build_report(
     if drift_path or plan_path:
         label = "the plan and drift report named on the command line"
         results.append(read_monitoring(label, plan_path, drift_path))
-    page = build_card(metrics, predictions, importances)
-    mitigations = artifacts / MITIGATION_JSON
-    if mitigations.is_file():
-        section = mitigation_section(json.loads(mitigations.read_text()))
-        page = page.replace(MONITORING_SLOT, section + MONITORING_SLOT, 1)
+    compared = artifacts / MITIGATION_JSON  # python -m src.mitigation_table, when it ran
+    mitigations = json.loads(compared.read_text()) if compared.is_file() else None
     return fill(
-        page,
+        build_card(metrics, predictions, importances, mitigations),
         served=served_block(manifest, model_version(manifest)),
         badges=monitoring_badges(results),
         monitoring=monitoring_section(results),

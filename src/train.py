@@ -602,19 +602,13 @@ def report_run(m: dict[str, Any], outdir: Path, *, strict: bool) -> int:
 def register_set(outdir: Path) -> str:
     """Into the model registry beside the log: champion when there is none, else through the
     gate. What became of it, in one sentence."""
-    from src.loop.tables import make_engine, upgrade
     from src.registry.actions import register_trained
-    from src.registry.core import Registry
+    from src.registry.core import opened_registry
     from src.settings import Settings
 
     settings = Settings()
-    engine = make_engine(settings.registry_url)
-    try:
-        upgrade(engine)
-        registry = Registry(engine, settings.registry_store)
+    with opened_registry(settings) as registry:
         return register_trained(registry, outdir, settings, actor="python -m src.train")
-    finally:
-        engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

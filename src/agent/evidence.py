@@ -9,11 +9,13 @@ median pass per metric.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from src.agent.observations import DriftSummary, MetricPoint
 
@@ -25,84 +27,19 @@ TOP_DRIFTED = 5
 ROC_WARN, ROC_CRITICAL, PR_CRITICAL = 3.0, 6.0, 5.0
 
 
-def _minus_window(ts: datetime) -> datetime:
-    try:
-        return ts - WINDOW
-    except OverflowError:  # a point in year 1: its window reaches before datetime's range
-        return datetime.min.replace(tzinfo=UTC)
-
-
-class _SlidingMedian:
-    """The median of a window of values that gains on one side and loses on the other: two heaps
-    (the smaller half, the larger half) with lazy deletion, O(log n) a step."""
-
-    def __init__(self) -> None:
-        self.low: list[tuple[float, int]] = []  # (-value, key): a max-heap
-        self.high: list[tuple[float, int]] = []  # (value, key)
-        self.side: dict[int, int] = {}  # live key -> 0 (low) or 1 (high)
-        self.sizes = [0, 0]
-
-    def _prune(self) -> None:
-        for heap in (self.low, self.high):
-            while heap and heap[0][1] not in self.side:
-                heapq.heappop(heap)
-
-    def _move(self, source: int) -> None:
-        self._prune()
-        if source == 0:
-            value, key = heapq.heappop(self.low)
-            heapq.heappush(self.high, (-value, key))
-        else:
-            value, key = heapq.heappop(self.high)
-            heapq.heappush(self.low, (-value, key))
-        self.side[key] = 1 - source
-        self.sizes[source] -= 1
-        self.sizes[1 - source] += 1
-
-    def _balance(self) -> None:
-        if self.sizes[0] > self.sizes[1] + 1:
-            self._move(0)
-        elif self.sizes[1] > self.sizes[0]:
-            self._move(1)
-
-    def add(self, value: float, key: int) -> None:
-        self._prune()
-        side = 1 if self.low and value > -self.low[0][0] else 0
-        heapq.heappush(self.high if side else self.low, (value, key) if side else (-value, key))
-        self.side[key] = side
-        self.sizes[side] += 1
-        self._balance()
-
-    def remove(self, key: int) -> None:
-        self.sizes[self.side.pop(key)] -= 1
-        self._balance()
-
-    def median(self) -> float | None:
-        self._prune()
-        count = self.sizes[0] + self.sizes[1]
-        if not count:
-            return None
-        if count % 2:
-            return -self.low[0][0]
-        return (-self.low[0][0] + self.high[0][0]) / 2
-
-
 def medians_before(
     times: Sequence[datetime], values: Sequence[float]
 ) -> list[tuple[float | None, int]]:
     """For every point: the median of the values whose time lies in the WINDOW before it (its
-    own time excluded), and how many there are. Times are sorted."""
-    window, out, start, added = _SlidingMedian(), [], 0, 0
-    for i, ts in enumerate(times):
-        while added < i and times[added] < ts:
-            window.add(values[added], added)
-            added += 1
-        floor = _minus_window(ts)
-        while start < added and times[start] < floor:
-            window.remove(start)
-            start += 1
-        out.append((window.median(), added - start))
-    return out
+    own time excluded), and how many there are. Times are sorted. pandas' time-based rolling
+    window (a skip list, O(n log n)); `closed="left"` is exactly [ts - WINDOW, ts)."""
+    series = pd.Series(values, index=pd.DatetimeIndex(times), dtype="float64")
+    rolling = series.rolling(WINDOW, closed="left", min_periods=1)
+    medians, counts = rolling.median().to_numpy(), np.nan_to_num(rolling.count().to_numpy())
+    return [
+        (None if count == 0 else float(median), int(count))
+        for median, count in zip(medians, counts, strict=True)
+    ]
 
 
 def _drops(medians: list[tuple[float | None, int]], values: Sequence[float]) -> list[float | None]:

@@ -16,9 +16,8 @@ from typing import Any
 
 from src.errors import DataError
 from src.fileio import run_cli
-from src.loop.tables import make_engine, upgrade
 from src.registry.actions import promote, rollback
-from src.registry.core import CHALLENGER, CHAMPION, Registry
+from src.registry.core import CHALLENGER, CHAMPION, Registry, opened_registry
 from src.settings import Settings
 
 ACTOR = "python -m src.registry"
@@ -71,13 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
 
     def body() -> int:
-        engine = make_engine(settings.registry_url)
-        upgrade(engine)
-        registry = Registry(engine, settings.registry_store)
-        try:
+        with opened_registry(settings) as registry:
             return _run(args, registry, settings)
-        finally:
-            engine.dispose()
 
     return run_cli(body)
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,13 +13,23 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from src.artifacts import MANIFEST_FILE, METRICS_FILE, model_version, read_manifest, read_verified
+from src.artifacts import (
+    MANIFEST_FILE,
+    METRICS_FILE,
+    model_version,
+    read_manifest,
+    read_verified,
+    write_artifact_set,
+)
 from src.errors import ArtifactError, DataError
 from src.loop.tables import (
+    make_engine,
     model_aliases_table,
     model_events_table,
     model_versions_table,
+    upgrade,
 )
+from src.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # What moves the champion; the cooldown counts these.
@@ -106,8 +115,8 @@ class Registry:
         """Copy a verified set into the store; (its version, whether it is new). The same set
         again returns the existing version."""
         manifest = read_manifest(source)
-        for name in manifest["files"]:
-            read_verified(source, name, manifest)  # every file against its hash, now
+        # Every file against its hash, now; the bytes checked are the bytes stored.
+        blobs = {name: read_verified(source, name, manifest) for name in manifest["files"]}
         version = model_version(manifest)
         with self.engine.begin() as connection:
             if connection.execute(
@@ -116,7 +125,8 @@ class Registry:
                 )
             ).first():
                 return version, False
-            self._copy(source, manifest, version)
+            if not (self.folder(version) / MANIFEST_FILE).is_file():
+                write_artifact_set(self.folder(version), blobs, manifest)
             connection.execute(
                 insert(model_versions_table).values(
                     version=version,
@@ -127,21 +137,6 @@ class Registry:
             )
             record(connection, "registered", version, None, actor, f"registered from {source}")
         return version, True
-
-    def _copy(self, source: Path, manifest: dict[str, Any], version: str) -> None:
-        """Into store/<version>/ all or nothing: a staging folder, then one rename."""
-        target = self.folder(version)
-        if (target / MANIFEST_FILE).is_file():
-            return
-        self.store.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.store, prefix=f".staging-{version}-"))
-        try:
-            for name in (*manifest["files"], MANIFEST_FILE):
-                shutil.copy2(source / name, staging / name)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def set_alias(
         self,
@@ -225,3 +220,14 @@ def champion_folder(registry: Registry) -> tuple[str, Path]:
             "(python -m src.train --data data/adult_synth.csv --outdir artifacts/)"
         )
     return version, registry.folder(version)
+
+
+@contextmanager
+def opened_registry(settings: Settings) -> Iterator[Registry]:
+    """The registry beside the log (its tables brought up to date) for a command's duration."""
+    engine = make_engine(settings.registry_url)
+    try:
+        upgrade(engine)
+        yield Registry(engine, settings.registry_store)
+    finally:
+        engine.dispose()

@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from src.artifacts import VALIDATION_ROWS_FILE, load_bundle
 from src.data import load_dataset
 from src.evaluate import headline_gaps, paired_auc_difference
-from src.loop.tables import labels_table, predictions_table
+from src.fileio import write_bytes_atomic
+from src.loop.labels import latest_labels_query
+from src.loop.tables import predictions_table
 from src.registry.core import CHAMPION, Registry
 from src.schema import COLUMN_BY_NAME, FEATURES, MODEL_INPUTS, TARGET
 
@@ -52,12 +54,10 @@ class GateResult:
 def recent_labelled(engine: Engine, limit: int, since: Any = None) -> pd.DataFrame:
     """The newest `limit` labelled rows of traffic (after `since`), newest first: inputs,
     sensitive fields, latest label."""
-    p, lab = predictions_table, labels_table
-    newest = select(func.max(lab.c.id)).group_by(lab.c.prediction_id)
+    p, latest = predictions_table, latest_labels_query()
     query = (
-        select(*(p.c[name] for name in FEATURES), lab.c.label)
-        .join(lab, lab.c.prediction_id == p.c.prediction_id)
-        .where(lab.c.id.in_(newest))
+        select(*(p.c[name] for name in FEATURES), latest.c.label)
+        .join(latest, latest.c.prediction_id == p.c.prediction_id)
         .order_by(p.c.ts.desc())
         .limit(limit)
     )
@@ -78,7 +78,7 @@ def keep_holdout(registry: Registry, version: str) -> None:
     holdout = registry.store / HOLDOUT_FILE
     rows = registry.folder(version) / VALIDATION_ROWS_FILE
     if not holdout.is_file() and rows.is_file():
-        holdout.write_bytes(rows.read_bytes())
+        write_bytes_atomic(holdout, rows.read_bytes())  # never a half-written holdout
 
 
 def _rows(registry: Registry, engine: Engine, min_rows: int) -> tuple[pd.DataFrame, str]:
@@ -121,8 +121,8 @@ def run_gate(
     result = GateResult(True, champion, challenger, rows_from)
     result.numbers = {
         "rows": len(frame),
-        "roc_auc_challenger": round(_auc(y, new), 4),
-        "roc_auc_champion": round(_auc(y, old), 4),
+        "roc_auc_challenger": round(paired["first"], 4),
+        "roc_auc_champion": round(paired["second"], 4),
         "roc_auc_difference": round(paired["difference"], 4),
         "difference_ci95": [round(v, 4) for v in paired["ci95"]],
         "margin": margin,
@@ -144,9 +144,3 @@ def run_gate(
             result.reasons.append(f"the {name.replace('_', ' ')} gap widens by {value:.3f}")
     result.passed = not result.reasons
     return result
-
-
-def _auc(y: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, scores))

@@ -118,6 +118,11 @@ async def follow_champion(app_state: Any) -> None:
     swapped = ModelState()
     swapped.predictor, swapped.reason, swapped.refused = predictor, "ready", current.refused
     app_state.model = swapped  # one assignment: a request reads it once, at its start
+    del current
+    # Startup froze the first model out of the collector's sight; let what is no longer served
+    # be collected (a swap is rare), then freeze again what serving keeps.
+    gc.unfreeze()
+    gc.collect()
     gc.freeze()
     logger.info("model swapped", extra={"fields": {"from": loaded, "to": champion}})
 
