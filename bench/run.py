@@ -17,7 +17,17 @@ from bench.common import ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("serving", "workers", "profile", "log", "monitoring", "drift", "load", "mitigation")
+SECTIONS = (
+    "serving",
+    "workers",
+    "profile",
+    "log",
+    "monitoring",
+    "drift",
+    "load",
+    "mitigation",
+    "swap",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import mitigation
 
             result = mitigation.run(args.artifacts)
+        elif section == "swap":
+            from bench import swap
+
+            ensure_tools("hey")
+            result = swap.run(args.artifacts)
         elif section == "load":
             from bench import load
 

@@ -58,7 +58,7 @@ judge >/dev/null
 roc_by_hour 14
 
 echo "== roll back to version 1, and 12 more shifted hours"
-"$BIN/python" -m src.registry rollback --force
+"$BIN/python" -m src.registry rollback --reason "demo: back to version 1"
 wait_for "$v1"
 "$BIN/python" -m src.loop.replay --url "$url" --first-hour 204 --hours 12 --shift-hours 12 --seed 9
 judge >/dev/null

@@ -64,14 +64,17 @@ def execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, objec
     from src.settings import Settings
 
     settings = Settings()
-    work = Path(tempfile.mkdtemp(prefix="retrain-"))
-    with opened_registry(settings) as registry:
+    # The challenger's set is copied into the registry's store; its folder goes, success or not.
+    with (
+        opened_registry(settings) as registry,
+        tempfile.TemporaryDirectory(prefix="retrain-") as work,
+    ):
 
         def challenger() -> Path:
             return retrain(
                 data,
                 registry.engine,
-                work,
+                Path(work),
                 hours=settings.retrain_traffic_hours,
                 trials=settings.retrain_trials,
                 params=registry.champion_hyperparameters(),

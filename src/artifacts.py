@@ -23,8 +23,11 @@ METRICS_FILE = "metrics.json"
 SAMPLE_FILE = "sample_rows.json"
 # Every validation row's label, probabilities (model, baseline) and groups: the report's curves.
 PREDICTIONS_FILE = "validation_predictions.csv"
-# The validation rows with their labels: the registry's fixed holdout for its gate.
+# The validation rows with their labels.
 VALIDATION_ROWS_FILE = "validation_rows.csv"
+# The rows training left out by identity (src/holdout.py): the registry adopts its first
+# champion's as the holdout its gate judges on.
+HOLDOUT_ROWS_FILE = "holdout_rows.csv"
 # The training part's features: the reference live traffic is compared against for drift.
 REFERENCE_FILE = "reference_rows.csv"
 # The bins fitted on them: what the log's hourly statistics count into.

@@ -198,6 +198,20 @@ def load_dataset(path: str | Path, *, require_target: bool = True) -> Dataset:
     return Dataset(features=features, target=target, notes=notes)
 
 
+def dataset_from_frames(features: list[pd.DataFrame], targets: list[Any]) -> Dataset:
+    """One Dataset from several frames of features (a file's, the log's): the loader's dtypes,
+    categories taken from every part."""
+    frame = pd.concat([part[list(FEATURES)].astype(object) for part in features], ignore_index=True)
+    columns = {
+        name: pd.to_numeric(frame[name]).astype("float64")
+        if COLUMN_BY_NAME[name].kind == "numeric"
+        else _as_category(frame[name])
+        for name in FEATURES
+    }
+    target = pd.Series(np.concatenate([np.asarray(t) for t in targets]), name=TARGET)
+    return Dataset(features=pd.DataFrame(columns), target=target.astype("int8"))
+
+
 def split_dataset(
     dataset: Dataset, *, val_size: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:

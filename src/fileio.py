@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from src.errors import ArtifactError, DataError
+from src.errors import ArtifactError, DataError, RefusedError, UnreachableError
 
 
 def sha256_file(path: str | Path) -> str:
@@ -55,15 +55,19 @@ def dumps_json(obj: Any) -> str:
 
 
 def run_cli(body: Callable[[], int]) -> int:
-    """Run a CLI body; turn the project's errors into one line on stderr and an exit code."""
+    """Run a CLI body; turn the project's errors into one line on stderr and the exit code every
+    CLI shares: 1 refused, 2 bad input (a file, an artifact set), 3 a dependency unreachable."""
     try:
         return body()
-    except DataError as exc:
+    except RefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except (DataError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ArtifactError as exc:
+    except UnreachableError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -44,6 +44,7 @@ from src.schema import SENSITIVE
 from src.train import (
     CV_FOLDS,
     DECISION_THRESHOLD,
+    carve_holdout,
     check_proxies,
     encode,
     fit_model,
@@ -185,7 +186,9 @@ def compare(
     if sha256_file(data) != metrics["data"]["sha256"]:
         raise DataError(f"{data}: not the file {artifacts} was trained on (its sha256 differs)")
     seed = metrics["seed"]
-    split = split_dataset(load_dataset(data), val_size=metrics["val_size"], seed=seed)
+    # The set's own rows: the holdout left out as training left it out, then the same split.
+    carved = carve_holdout(load_dataset(data)).dataset
+    split = split_dataset(carved, val_size=metrics["val_size"], seed=seed)
     outcomes = candidate_outcomes(names, split, metrics["hyperparameters"], seed, log)
     x_val, y_val = split[1], split[3].to_numpy()
     rows = comparison_table(y_val, outcomes, x_val[list(SENSITIVE)], seed=seed)

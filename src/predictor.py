@@ -9,13 +9,11 @@ probabilities recorded at training time.
 
 from __future__ import annotations
 
-import ctypes
+import logging
 import math
-import tempfile
 from dataclasses import dataclass
 from operator import itemgetter
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -25,6 +23,7 @@ from src.contract import MAX_IGNORED_TEXT, InputContract
 from src.errors import ArtifactError
 from src.schema import COLUMN_BY_NAME, FEATURES, MISSING_CATEGORY, MODEL_INPUTS, SENSITIVE
 
+logger = logging.getLogger("service")
 # Probabilities must match the pickled pipeline + model to this (the issue's bar).
 MAX_ENGINE_DIFFERENCE = 1e-9
 # Below this many rows LightGBM's own predictor is faster on one thread (thread start-up).
@@ -194,30 +193,25 @@ class CompiledEncoder:
         return np.array(out, dtype=np.float64)
 
 
-# The compiled trees' entry point, taking raw addresses: (rows, out, first row, end row).
-_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
+class TreeBuilds(Protocol):
+    """Where compiled trees are kept between processes (the registry's store)."""
 
+    def read(self) -> bytes | None: ...
 
-def _compile_lleaves(booster: Any) -> Any:
-    """The trees as native code; returns the compiled function itself. lleaves' own predict()
-    spends more time converting arrays and building ctypes pointers than in the trees for a
-    single row, so the service calls the entry point with the arrays' addresses. The startup
-    self-check compares its output with the pickled model to 1e-9."""
-    import lleaves
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.txt"
-        booster.save_model(str(path))
-        compiled = lleaves.Model(model_file=str(path))
-        compiled.compile()
-    entry = ctypes.cast(compiled._c_entry_func, _ENTRY)  # private in lleaves 1.3 (pinned)
-    return entry, compiled  # the model keeps the compiled code alive
+    def keep(self, object_code: bytes) -> None: ...
 
 
 class Predictor:
     """Probabilities for encoded rows, from one of three engines that must agree to 1e-9."""
 
-    def __init__(self, bundle: ModelBundle, *, engine: str, max_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        *,
+        engine: str,
+        max_rows: int | None = None,
+        builds: TreeBuilds | None = None,
+    ) -> None:
         self.bundle = bundle
         self.engine = engine
         self.contract = contract_from_bundle(bundle)
@@ -226,7 +220,7 @@ class Predictor:
         self.threshold = float(bundle.manifest["decision_threshold"])
         self.version = bundle.version
         self._booster = bundle.model.booster_
-        self._compiled = _compile_lleaves(self._booster) if engine == "lleaves" else None
+        self._compiled = _lleaves(self._booster, builds) if engine == "lleaves" else None
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
         if self._compiled is not None:
@@ -267,6 +261,27 @@ class Predictor:
                 f"by {worst:.2e}"
             )
         return worst
+
+
+def _lleaves(booster: Any, builds: TreeBuilds | None) -> tuple[Any, Any]:
+    """The compiled trees: from `builds` when kept there (verified by its hash), else compiled
+    now and kept for the next process."""
+    from src.compiled import compiled_trees
+
+    cached = builds.read() if builds is not None else None
+    if cached is not None:
+        try:
+            entry, keep_alive, _ = compiled_trees(booster, cached)
+            return entry, keep_alive
+        except Exception as exc:  # an object LLVM cannot load: compile instead, as on a miss
+            logger.warning("compiled trees unusable (%s); compiling", type(exc).__name__)
+    entry, keep_alive, code = compiled_trees(booster)
+    if builds is not None:
+        try:
+            builds.keep(code)
+        except Exception as exc:  # a read-only store: serve anyway, compile again next time
+            logger.warning("could not keep the compiled trees: %s", exc)
+    return entry, keep_alive
 
 
 def contract_from_bundle(bundle: ModelBundle) -> InputContract:

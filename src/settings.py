@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     # folder (default: PREDICTION_LOG_DIR/registry; a shared folder for many replicas).
     registry_store_dir: Path | None = Field(None, alias="REGISTRY_STORE")
     model_poll_seconds: float = Field(5.0, gt=0, alias="MODEL_POLL_SECONDS")
+    # Every move of an alias holds one lock; a mover waits this long for it, then is refused.
+    registry_lock_wait_seconds: float = Field(60.0, ge=0, alias="REGISTRY_LOCK_WAIT_SECONDS")
+    # Compile each version's trees when it is registered (off: the first worker to serve it
+    # compiles them, and keeps them for the others).
+    registry_compile: bool = Field(True, alias="REGISTRY_COMPILE")
     # The gate: a challenger's ROC-AUC may trail the champion's by this much on the same rows...
     gate_margin: float = Field(0.005, ge=0, alias="GATE_MARGIN")
     # ... judged on this many recent labelled rows of traffic at least, else on the holdout...

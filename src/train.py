@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from src.artifacts import (
     CARD_FILE,
     DRIFT_REFERENCE_FILE,
+    HOLDOUT_ROWS_FILE,
     IMPORTANCES_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -36,7 +37,7 @@ from src.artifacts import (
     library_versions,
     write_artifact_set,
 )
-from src.data import load_dataset, split_dataset
+from src.data import Dataset, load_dataset, split_dataset
 from src.drift import fit_reference, references_to_json
 from src.errors import DataError
 from src.evaluate import (
@@ -51,6 +52,8 @@ from src.evaluate import (
 )
 from src.features import build_baseline_pipeline, build_feature_pipeline, categorical_indices
 from src.fileio import dumps_json, run_cli, sha256_file
+from src.holdout import describe as describe_holdout
+from src.holdout import holdout_csv, in_holdout
 from src.mitigation import PLAIN, TRAINABLE, FitChoice, fit_choice
 from src.report import build_card
 from src.schema import FEATURES, MODEL_INPUTS, SENSITIVE, TARGET
@@ -224,6 +227,46 @@ def fairness_markdown(metrics: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class TrainingData:
+    """Rows to train on and where they came from: a file (`path`, `sha256`, `rows`), or for a
+    retraining a file plus labelled traffic (with the traffic's time range)."""
+
+    dataset: Dataset
+    provenance: dict[str, Any]
+
+
+def read_training_data(path: Path) -> TrainingData:
+    dataset = load_dataset(path)
+    for note in dataset.notes:
+        _log(f"note: {path}: {note}")
+    provenance = {"path": str(path), "sha256": sha256_file(path), "rows": len(dataset.features)}
+    return TrainingData(dataset, provenance)
+
+
+@dataclass(frozen=True)
+class Carved:
+    """The rows a run may use, and what it left out for the registry's holdout."""
+
+    dataset: Dataset
+    holdout: dict[str, Any]  # the rule, the rows excluded, their hash (the manifest records it)
+    holdout_rows: bytes  # those rows as CSV: the registry adopts them from its first champion
+
+
+def carve_holdout(dataset: Dataset) -> Carved:
+    """Leave out the holdout's rows (src/holdout.py): no training path ever sees them."""
+    if dataset.target is None:
+        raise DataError("the dataset has no target column to train on")
+    mask = in_holdout(dataset.features, dataset.target)
+    if mask.all():
+        raise DataError("every row falls in the holdout: too few rows to train on")
+    kept = Dataset(
+        features=dataset.features[~mask], target=dataset.target[~mask], notes=dataset.notes
+    )
+    rows = holdout_csv(dataset.features[mask], dataset.target[mask])
+    return Carved(kept, describe_holdout(int(mask.sum()), int((~mask).sum()), rows), rows)
+
+
+@dataclass(frozen=True)
 class TrainResult:
     metrics: dict[str, Any]
     outdir: Path
@@ -335,6 +378,7 @@ def artifact_files(
     metrics: dict[str, Any],
     split: tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series],
     baseline_proba: np.ndarray,
+    holdout_rows: bytes,
 ) -> dict[str, bytes]:
     x_train, x_val, _, y_val = split
     importances = feature_importances(fitted.model, fitted.val_matrix, fitted.names)
@@ -354,6 +398,7 @@ def artifact_files(
         CARD_FILE: build_card(metrics, predictions, importances).encode(),
         "fairness.md": fairness_markdown(metrics).encode(),
         SAMPLE_FILE: dumps_json(sample_rows(x_val, fitted.proba)).encode(),
+        HOLDOUT_ROWS_FILE: holdout_rows,
         PREDICTIONS_FILE: predictions.to_csv(index=False, lineterminator="\n").encode(),
         REFERENCE_FILE: x_train[list(FEATURES)].to_csv(index=False, lineterminator="\n").encode(),
         DRIFT_REFERENCE_FILE: references_to_json(fit_reference(x_train[list(FEATURES)])).encode(),
@@ -377,6 +422,10 @@ def build_manifest(metrics: dict[str, Any], x_train: pd.DataFrame) -> dict[str, 
         "nullable": [c for c in MODEL_INPUTS if x_train[c].isna().any()],
         "mitigation": metrics["mitigation"],
         "versions": metrics["versions"],
+        # The gate judges only a set that left the registry's holdout out (src/holdout.py), and
+        # on traffic only from after the traffic it trained on (a retraining's).
+        "holdout": metrics["data"]["holdout"],
+        "training_traffic": metrics["data"].get("traffic"),
     }
 
 
@@ -448,7 +497,7 @@ def assemble_metrics(
 
 
 def train(
-    data_path: Path,
+    data: Path | TrainingData,
     outdir: Path,
     *,
     seed: int = 42,
@@ -457,13 +506,18 @@ def train(
     mitigation: str = "none",
     params: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train, evaluate once on validation, and write the artifact set into `outdir`. Given
-    `params` (and no trials), those hyperparameters are used without a search."""
+    """Train, evaluate once on validation, and write the artifact set into `outdir`. `data` is a
+    CSV file or rows already read (a retraining's). The holdout's rows are left out first.
+    Given `params` (and no trials), those hyperparameters are used without a search."""
     started = time.perf_counter()
-    dataset = load_dataset(data_path)
-    for note in dataset.notes:
-        _log(f"note: {data_path}: {note}")
-    split = split_dataset(dataset, val_size=val_size, seed=seed)
+    if not isinstance(data, TrainingData):
+        data = read_training_data(Path(data))
+    carved = carve_holdout(data.dataset)
+    _log(
+        f"holdout: {carved.holdout['rows_excluded']} rows left out for the registry's gate "
+        f"({carved.holdout['rule']})"
+    )
+    split = split_dataset(carved.dataset, val_size=val_size, seed=seed)
     x_train, x_val, y_train, y_val = split
     _log(
         f"data: {len(x_train)} train / {len(x_val)} validation rows, {y_train.mean():.1%} positive"
@@ -488,13 +542,13 @@ def train(
     baseline_proba = fit_baseline(x_train, y_train, x_val)
     _log("fairness: groups and gaps")
     fairness = fairness_block(fitted, proxies, x_val, y_val, seed)
-    data = {"path": str(data_path), "sha256": sha256_file(data_path), "rows": len(dataset.features)}
-    run = {"seed": seed, "val_size": val_size, "trials": trials, "data": data}
+    provenance = {**data.provenance, "holdout": carved.holdout}
+    run = {"seed": seed, "val_size": val_size, "trials": trials, "data": provenance}
     metrics = assemble_metrics(
         fitted, baseline_proba, fairness, split, params=params, trials_log=trials_log, run=run
     )
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
-    files = artifact_files(fitted, metrics, split, baseline_proba)
+    files = artifact_files(fitted, metrics, split, baseline_proba, carved.holdout_rows)
     write_artifact_set(outdir, files, build_manifest(metrics, x_train))
     return TrainResult(metrics=metrics, outdir=outdir)
 

@@ -19,6 +19,9 @@ TEST_TRIALS = 2
 # Services started by tests (in-process or as subprocesses) log predictions into a temp folder,
 # never into the checkout.
 os.environ.setdefault("PREDICTION_LOG_DIR", tempfile.mkdtemp(prefix="prediction-log-"))
+# Registering a set compiles its trees (about 10 s each); the tests that check the kept build
+# turn it back on.
+os.environ.setdefault("REGISTRY_COMPILE", "false")
 # Hypothesis (under schemathesis) keeps a cache folder; keep it out of the checkout too.
 hypothesis_configuration.set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
 

@@ -1,12 +1,17 @@
-"""The model registry, the gate, hot swap and the agent that acts (issue 15)."""
+"""The model registry, the gate, hot swap and the agent that acts (issues 15 and 21)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,20 +20,27 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from sklearn.metrics import roc_auc_score
 
 from src.agent import executor as executor_module
 from src.agent.executor import Executor, acting
 from src.agent.plan import AgentPlan
-from src.artifacts import MODEL_FILE, SAMPLE_FILE, model_version
+from src.artifacts import MANIFEST_FILE, MODEL_FILE, SAMPLE_FILE, load_bundle, model_version
+from src.data import load_dataset, split_dataset
+from src.holdout import in_holdout
 from src.loop.tables import make_engine, upgrade
-from src.registry.actions import promote, register_trained, rollback
-from src.registry.core import CHAMPION, Registry
+from src.make_data import read_uci
+from src.registry.__main__ import main as registry_cli
+from src.registry.actions import build_trees, promote, register_trained, rollback
+from src.registry.core import CHAMPION, MoveConflictError, Registry
+from src.schema import FEATURES, MODEL_INPUTS, TARGET
 from src.service.factory import create_app
-from src.service.state import load_predictor
+from src.service.state import StoreBuilds, load_predictor
 from src.settings import Settings
-from src.train import train
-from tests.conftest import DATA
+from src.train import carve_holdout, train
+from tests.conftest import DATA, ROOT
 from tests.test_inference import Server, http
+from tests.test_prediction_log import _postgres_database
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +76,19 @@ def unfair_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _trained_on(frame, tmp_path_factory.mktemp("unfair"))
 
 
-def _registry(tmp_path: Path) -> Registry:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The registry's database: SQLite beside the store, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield {}
+    else:
+        for url in _postgres_database():
+            yield {"DATABASE_URL": url}
+
+
+def _registry(tmp_path: Path, **extra: Any) -> Registry:
     """Where a service with PREDICTION_LOG_DIR=tmp_path finds it (its defaults)."""
-    settings = _settings(tmp_path)
+    settings = _settings(tmp_path, **extra)
     engine = make_engine(settings.registry_url)
     upgrade(engine)
     return Registry(engine, settings.registry_store)
@@ -76,10 +98,24 @@ def _settings(tmp_path: Path, **extra: Any) -> Settings:
     return Settings(PREDICTION_LOG_DIR=tmp_path, LOG_REQUESTS=False, **extra)
 
 
-def _with_champion(tmp_path: Path, artifacts_dir: Path) -> Registry:
-    registry = _registry(tmp_path)
-    register_trained(registry, artifacts_dir, _settings(tmp_path), actor="test")
+def _with_champion(tmp_path: Path, artifacts_dir: Path, **extra: Any) -> Registry:
+    registry = _registry(tmp_path, **extra)
+    register_trained(registry, artifacts_dir, _settings(tmp_path, **extra), actor="test")
     return registry
+
+
+def _force(registry: Registry, version: str, tmp_path: Path, **extra: Any) -> None:
+    code, outcome = promote(
+        registry, version, _settings(tmp_path, **extra), force=True, actor="test", reason="test"
+    )
+    assert code == 0, outcome
+
+
+def _move(registry: Registry, version: str) -> None:
+    """The champion alias moved as any mover moves it (compare-and-swap), without the gate."""
+    registry.move(
+        CHAMPION, version, expected=registry.alias(CHAMPION), kind="forced", actor="t", reason="t"
+    )
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -99,7 +135,8 @@ def test_registry_versions_are_content_hashes_and_registering_again_changes_noth
     )
     assert other != first  # same data, another seed: another version
     assert (registry.folder(first) / MODEL_FILE).is_file()
-    assert [e["kind"] for e in registry.history()] == ["registered", "registered"]
+    # The first set's holdout became the registry's, once.
+    assert [e["kind"] for e in registry.history()] == ["registered", "holdout", "registered"]
 
 
 def test_training_makes_the_first_set_champion_and_gates_the_next(
@@ -141,32 +178,330 @@ def test_gate_refuses_a_challenger_that_widens_a_fairness_gap(
     assert any("sex dp gap widens" in r for r in outcome["reasons"])
 
 
-def test_force_overrides_the_gate_and_the_history_says_so(
-    tmp_path: Path, artifacts_dir: Path, shuffled_set: Path
+def test_force_overrides_the_gate_and_the_history_says_who_and_why(
+    tmp_path: Path,
+    artifacts_dir: Path,
+    shuffled_set: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     registry = _with_champion(tmp_path, artifacts_dir)
     version, _ = registry.register(shuffled_set, actor="test")
-    code, outcome = promote(registry, version, _settings(tmp_path), force=True, actor="test")
-    assert (code, outcome["outcome"]) == (0, "forced")
-    assert registry.alias(CHAMPION) == version
-    assert registry.history()[-1]["kind"] == "forced"
-    assert "forced past the gate" in registry.history()[-1]["reason"]
+    monkeypatch.setenv("PREDICTION_LOG_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as refused:  # --force without a reason: bad usage
+        registry_cli(["promote", version, "--force"])
+    assert refused.value.code == 2
+    assert "--force needs --reason" in capsys.readouterr().err
+    code = registry_cli(["promote", version, "--force", "--reason", "incident 42"])
+    assert (code, registry.alias(CHAMPION)) == (0, version)
+    forced = registry.history()[-1]
+    assert forced["kind"] == "forced"
+    assert "forced past the gate" in forced["reason"]
+    assert forced["reason"].endswith(": incident 42")
+    assert "@" in forced["actor"]  # user@host
+    assert "src.registry promote" in forced["actor"]
 
 
-def test_rollback_restores_the_previous_champion_within_the_cooldown_rules(
+def test_rollback_goes_back_down_the_stack_never_forth(
+    tmp_path: Path,
+    artifacts_dir: Path,
+    second_set: Path,
+    shuffled_set: Path,
+    backend: dict[str, str],
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir, **backend)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    c, _ = registry.register(shuffled_set, actor="test")
+    _force(registry, b, tmp_path, **backend)
+    _force(registry, c, tmp_path, **backend)
+    settings = _settings(tmp_path, **backend)
+    code, outcome = rollback(registry, settings, actor="test")
+    assert (code, outcome["champion"], outcome["was"]) == (0, b, c)
+    code, outcome = rollback(registry, settings, actor="test")
+    assert (code, outcome["champion"], outcome["was"]) == (0, a, b)  # further back, not to c
+    code, outcome = rollback(registry, settings, actor="test")
+    assert (code, registry.alias(CHAMPION)) == (1, a)  # the bottom: refused, nothing moves
+    assert "nothing to roll back to" in outcome["reason"]
+    # A promotion after rollbacks starts a new top; rolling back from it returns to a.
+    _force(registry, b, tmp_path, **backend)
+    assert rollback(registry, settings, actor="test")[1]["champion"] == a
+
+
+def test_rollback_never_returns_to_the_version_it_left(
     tmp_path: Path, artifacts_dir: Path, second_set: Path
 ) -> None:
     registry = _with_champion(tmp_path, artifacts_dir)
-    first = registry.alias(CHAMPION)
-    second, _ = registry.register(second_set, actor="test")
-    promote(registry, second, _settings(tmp_path), force=True, actor="test")
-    code, outcome = rollback(registry, _settings(tmp_path), force=False, actor="test")
-    assert code == 1  # the champion just moved: the cooldown holds
-    assert "cooldown" in outcome["reason"]
-    code, outcome = rollback(
-        registry, _settings(tmp_path, AGENT_COOLDOWN_HOURS=0), force=False, actor="t"
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    _force(registry, b, tmp_path)
+    assert rollback(registry, _settings(tmp_path), actor="test")[1]["champion"] == a
+    code, _outcome = rollback(registry, _settings(tmp_path), actor="test")
+    assert code == 1  # b was rolled back from: it is not a target
+    assert registry.alias(CHAMPION) == a
+
+
+def test_promoting_the_champion_is_a_no_op_that_records_no_move(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    _force(registry, b, tmp_path)
+    events = len(registry.history())
+    code, outcome = promote(registry, b, _settings(tmp_path), force=True, actor="t", reason="x")
+    assert (code, outcome["outcome"]) == (0, "unchanged")
+    assert len(registry.history()) == events  # nothing recorded, the stack is unchanged
+    assert registry.champion_stack().versions == [a, b]
+    assert rollback(registry, _settings(tmp_path), actor="test")[1]["champion"] == a
+
+
+def test_rollback_verifies_its_target_and_refuses_a_broken_one(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path, backend: dict[str, str]
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir, **backend)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    _force(registry, b, tmp_path, **backend)
+    (registry.folder(a) / MODEL_FILE).unlink()
+    code, outcome = rollback(registry, _settings(tmp_path, **backend), actor="test")
+    assert (code, registry.alias(CHAMPION)) == (1, b)  # the alias stays
+    assert f"{a} does not verify" in outcome["reason"]
+    assert "model.pkl" in outcome["reason"]
+    assert registry.history()[-1]["kind"] == "refused"
+
+
+def test_rollback_skips_a_broken_champion_and_says_so(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path, shuffled_set: Path
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    c, _ = registry.register(shuffled_set, actor="test")
+    _force(registry, b, tmp_path)
+    _force(registry, c, tmp_path)
+    (registry.folder(b) / MODEL_FILE).write_bytes(b"corrupt")
+    code, outcome = rollback(registry, _settings(tmp_path), actor="test")
+    assert (code, outcome["champion"]) == (0, a)
+    assert outcome["skipped"][0]["version"] == b
+    assert "sha256 does not match" in outcome["skipped"][0]["reason"]
+
+
+def test_a_broken_set_is_never_promoted_even_by_force(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    (registry.folder(b) / MODEL_FILE).unlink()
+    code, outcome = promote(registry, b, _settings(tmp_path), force=True, actor="t", reason="x")
+    assert (code, registry.alias(CHAMPION)) == (1, a)
+    assert "do not verify" in outcome["reasons"][0]
+
+
+def test_a_move_is_a_compare_and_swap(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path, backend: dict[str, str]
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir, **backend)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    registry.move(CHAMPION, b, expected=a, kind="forced", actor="t", reason="first")
+    with pytest.raises(MoveConflictError) as conflict:  # a stale expectation: refused
+        registry.move(CHAMPION, a, expected=a, kind="forced", actor="t", reason="second")
+    assert conflict.value.found == b
+    assert registry.alias(CHAMPION) == b
+    assert [e["reason"] for e in registry.history(kinds=("forced",))] == ["first"]
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.registry", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert (code, registry.alias(CHAMPION)) == (0, first)
+
+
+def test_promotions_started_at_once_are_judged_one_after_the_other(
+    tmp_path: Path,
+    artifacts_dir: Path,
+    second_set: Path,
+    shuffled_set: Path,
+    backend: dict[str, str],
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir, **backend)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    c, _ = registry.register(shuffled_set, actor="test")
+    env = {"PREDICTION_LOG_DIR": str(tmp_path), **backend}
+    reason = ["--force", "--reason", "race"]
+    runs = [_cli(["promote", b, *reason, "--json"], env), _cli(["promote", c, *reason], env)]
+    codes = [run.wait(timeout=120) for run in runs]
+    assert codes == [0, 0], [run.stderr.read() for run in runs]
+    moves = registry.history(kinds=("promoted", "forced"))  # b may pass the gate on its own
+    assert len(moves) == 2
+    # The second move was judged against the first one's champion, never against a.
+    first, second = moves
+    assert first["previous"] == a
+    assert second["previous"] == first["version"]
+    assert second["details"]["champion"] == first["version"]
+    assert registry.alias(CHAMPION) == second["version"]
+    assert registry.champion_stack().versions == [a, first["version"], second["version"]]
+
+
+def test_registry_cli_takes_json_after_the_command_and_prints_json_only_then(
+    tmp_path: Path,
+    artifacts_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _with_champion(tmp_path, artifacts_dir)
+    monkeypatch.setenv("PREDICTION_LOG_DIR", str(tmp_path))
+    capsys.readouterr()
+    assert registry_cli(["history", "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert registry_cli(["--json", "history"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert registry_cli(["rollback"]) == 1
+    text = capsys.readouterr()
+    assert after == before
+    assert after[0]["kind"] == "registered"
+    assert text.out.startswith("refused: nothing to roll back to")
+    assert not text.out.lstrip().startswith("{")
+
+
+# --- the holdout ------------------------------------------------------------------------------
+
+
+def _identity(frame: pd.DataFrame) -> set[bytes]:
+    from src.holdout import row_hashes
+
+    return set(row_hashes(frame[list(FEATURES)], frame[TARGET]))
+
+
+def test_no_training_path_sees_a_holdout_row(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir)
+    holdout = pd.read_csv(registry.holdout_path())
+    recorded = registry.holdout()
+    assert recorded["sha256"] == hashlib.sha256(registry.holdout_path().read_bytes()).hexdigest()
+    assert recorded["rows"] == len(holdout) > 2000
+    dataset = load_dataset(DATA / "adult_synth.csv")
+    for folder in (artifacts_dir, second_set):  # seed 42 with a search, seed 7 without
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        assert manifest["holdout"]["rule"] == recorded["rule"]
+        assert manifest["holdout"]["rows_excluded"] == len(holdout)
+        # The training part the set recorded is the carved data's split, with no holdout row.
+        x_train, _, y_train, _ = split_dataset(
+            carve_holdout(dataset).dataset, val_size=0.2, seed=manifest["seed"]
+        )
+        recorded_part = pd.read_csv(folder / "reference_rows.csv")
+        assert _identity(recorded_part.assign(**{TARGET: 0})) == _identity(
+            x_train.assign(**{TARGET: 0})
+        )
+        assert not _identity(x_train.assign(**{TARGET: y_train.to_numpy()})) & _identity(holdout)
+
+
+def test_gate_reads_on_the_holdout_what_fresh_rows_say(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    """A challenger trained under another seed: its ROC-AUC on the registry's holdout is its
+    ROC-AUC on UCI's test file, which no model ever saw (it was 0.969 against 0.915 when the
+    holdout was the first champion's validation rows)."""
+    registry = _with_champion(tmp_path, artifacts_dir)
+    b, _ = registry.register(second_set, actor="test")
+    _code, outcome = promote(registry, b, _settings(tmp_path), force=False, actor="t")
+    assert "holdout" in outcome["rows_from"]
+    fresh = read_uci(DATA / "raw" / "adult.test")
+    bundle = load_bundle(second_set)
+    matrix = bundle.pipeline.transform(fresh[list(MODEL_INPUTS)])
+    fresh_auc = roc_auc_score(fresh[TARGET], bundle.model.predict_proba(matrix)[:, 1])
+    assert abs(outcome["numbers"]["roc_auc_challenger"] - fresh_auc) < 0.01
+
+
+def test_gate_refuses_to_judge_a_set_that_did_not_leave_the_holdout_out(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir)
+    folder = tmp_path / "old-style"
+    shutil.copytree(second_set, folder)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    del manifest["holdout"]  # as sets trained before the holdout existed
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    version, _ = registry.register(folder, actor="test")
+    code, outcome = promote(registry, version, _settings(tmp_path), force=False, actor="t")
+    assert code == 1
+    assert outcome["rows_from"] == "not judged"
+    assert "does not show the registry's holdout left out" in outcome["reasons"][0]
+
+
+def test_the_holdout_rule_keeps_duplicates_together_and_ignores_number_spelling() -> None:
+    frame = pd.read_csv(DATA / "adult_synth.csv").head(500)
+    doubled = pd.concat([frame, frame], ignore_index=True)
+    mask = in_holdout(doubled[list(FEATURES)], doubled[TARGET])
+    assert (mask[:500] == mask[500:]).all()
+    as_floats = frame.astype({"age": float, "hours_per_week": float})
+    assert (in_holdout(as_floats[list(FEATURES)], as_floats[TARGET]) == mask[:500]).all()
+    assert 0.1 < mask.mean() < 0.3
+
+
+# --- retraining ------------------------------------------------------------------------------
+
+
+def _labelled_traffic(engine: Any, rows: pd.DataFrame, start: datetime) -> None:
+    """`rows` logged one a minute from `start`, each with its label."""
+    from src.loop.tables import labels_table, predictions_table
+
+    stamps = [start + timedelta(minutes=i) for i in range(len(rows))]
+    records = [
+        {
+            "prediction_id": f"{i:012x}{'0' * 16}-00000",
+            "request_id": f"r{i}",
+            "row_index": 0,
+            "ts": ts,
+            "model_version": "v1",
+            **{n: (None if pd.isna(row[n]) else row[n]) for n in FEATURES},
+            "probability": 0.5,
+            "predicted_class": 1,
+        }
+        for i, (ts, (_, row)) in enumerate(zip(stamps, rows.iterrows(), strict=True))
+    ]
+    labels = [
+        {"prediction_id": r["prediction_id"], "label": int(y), "received_at": r["ts"]}
+        for r, y in zip(records, rows[TARGET], strict=True)
+    ]
+    with engine.begin() as connection:
+        connection.execute(predictions_table.insert(), records)
+        connection.execute(labels_table.insert(), labels)
+
+
+def test_retraining_trains_before_the_gate_rows_begin_and_leaves_no_file_behind(
+    tmp_path: Path, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from src.registry.gate import GATE_ROWS
+    from src.registry.retrain import retrain
+
+    registry = _with_champion(tmp_path, artifacts_dir)
+    fresh = read_uci(DATA / "raw" / "adult.test").head(GATE_ROWS + 2000)
+    _labelled_traffic(registry.engine, fresh, datetime(2026, 3, 1, tzinfo=UTC))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    work = tmp_path / "work"
+    folder = retrain(DATA / "adult_synth.csv", registry.engine, work, hours=24 * 30)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    traffic = manifest["training_traffic"]
+    assert traffic["rows"] == 2000
+    assert manifest["holdout"]["rule"] == registry.holdout()["rule"]
+    assert [p.name for p in work.iterdir()] == ["set"]  # no CSV of the rows on disk
+    assert list((tmp_path / "tmp").iterdir()) == []
+    version, _ = registry.register(folder, actor="test")
+    _code, outcome = promote(registry, version, _settings(tmp_path), force=False, actor="t")
+    assert outcome["rows_from"].startswith("recent labelled traffic (5,000 rows")
+    span = outcome["numbers"]["rows_span"]
+    assert pd.Timestamp(span["from"]) > pd.Timestamp(traffic["to"])  # a time split
 
 
 # --- serving the champion -------------------------------------------------------------------------
@@ -179,16 +514,83 @@ def test_a_corrupt_version_is_never_served(
     served = registry.alias(CHAMPION)
     bad, _ = registry.register(second_set, actor="test")
     (registry.folder(bad) / MODEL_FILE).write_bytes(b"not the model")  # corrupted in the store
-    app = create_app(_settings(tmp_path, MODEL_POLL_SECONDS=0.2))
+    app = create_app(_settings(tmp_path, MODEL_POLL_SECONDS=0.2, PREDICT_ENGINE="booster"))
     with TestClient(app) as client:
-        registry.set_alias(CHAMPION, bad, kind="forced", actor="test", reason="test")
+        _move(registry, bad)
         deadline = time.monotonic() + 30
         while "not_served" not in (ready := client.get("/ready").json()):
             assert time.monotonic() < deadline, ready
             time.sleep(0.1)
         assert ready["model_version"] == served  # the old model stays
-        assert "sha256 does not match" in ready["not_served"][bad]
+        refusal = ready["not_served"][bad]
+        assert "sha256 does not match" in refusal["reason"]
+        assert refusal["next_try_at"] >= refusal["refused_since"]
     assert registry.history()[-1]["kind"] == "refused_to_serve"
+
+
+def test_a_refused_champion_is_served_once_it_verifies(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    """The file was missing for a moment, then came back: the worker tries again by itself
+    (it used to keep the old model for the life of the process)."""
+    registry = _with_champion(tmp_path, artifacts_dir)
+    b, _ = registry.register(second_set, actor="test")
+    model = registry.folder(b) / MODEL_FILE
+    hidden = model.rename(model.with_suffix(".away"))
+    app = create_app(_settings(tmp_path, MODEL_POLL_SECONDS=0.2, PREDICT_ENGINE="booster"))
+    with TestClient(app) as client:
+        _move(registry, b)
+        deadline = time.monotonic() + 30
+        while "not_served" not in (ready := client.get("/ready").json()):
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.05)
+        assert ready["not_served"][b]["attempts"] >= 1
+        hidden.rename(model)
+        while client.get("/ready").json()["model_version"] != b:
+            assert time.monotonic() < deadline, "the refused champion was never retried"
+            time.sleep(0.05)
+        assert "not_served" not in client.get("/ready").json()
+
+
+def test_a_rollback_swaps_back_to_the_model_still_loaded(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    app = create_app(_settings(tmp_path, MODEL_POLL_SECONDS=0.1, PREDICT_ENGINE="booster"))
+    with TestClient(app) as client:
+        first = app.state.model.predictor
+        _move(registry, b)
+        deadline = time.monotonic() + 60
+        while client.get("/ready").json()["model_version"] != b:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert app.state.model.previous is first  # kept loaded
+        assert rollback(registry, _settings(tmp_path), actor="test")[0] == 0
+        while client.get("/ready").json()["model_version"] != a:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert app.state.model.predictor is first  # the same object: nothing was loaded
+
+
+def test_registration_keeps_compiled_trees_checked_by_hash(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    registry = _registry(tmp_path)
+    settings = _settings(tmp_path, REGISTRY_COMPILE=True)
+    register_trained(registry, artifacts_dir, settings, actor="test")
+    version = registry.alias(CHAMPION)
+    builds = StoreBuilds(registry, version)
+    kept = builds.read()
+    assert kept
+    assert build_trees(registry, version) == "compiled trees already kept"
+    state = load_predictor(settings, registry)  # from the kept object: serves, self-checked
+    assert state.predictor is not None
+    assert state.predictor.version == version
+    path = registry.folder(version) / ".builds" / f"{StoreBuilds.key()}.o"
+    path.write_bytes(kept[:-1] + bytes([kept[-1] ^ 1]))  # tampered: never loaded
+    assert builds.read() is None
 
 
 def test_any_load_error_keeps_the_process_up_and_says_why(
@@ -229,6 +631,7 @@ def test_a_swap_under_load_fails_no_request_and_changes_version(
         PREDICTION_LOG_DIR=str(tmp_path),
         MODEL_POLL_SECONDS="0.2",
         LOG_REQUESTS="false",
+        PREDICT_ENGINE="booster",  # the swap is checked, not the compiler (a test of its own)
     )
     answers: list[tuple[int, str | None]] = []
     stop = threading.Event()
@@ -243,7 +646,7 @@ def test_a_swap_under_load_fails_no_request_and_changes_version(
         for t in threads:
             t.start()
         time.sleep(1)
-        registry.set_alias(CHAMPION, second, kind="forced", actor="test", reason="swap test")
+        _move(registry, second)
         deadline = time.monotonic() + 60
         while not answers or answers[-1][1] != second:
             assert time.monotonic() < deadline, "the service never swapped"
@@ -263,11 +666,13 @@ def test_a_swap_under_load_fails_no_request_and_changes_version(
     assert versions.index(second) > 0
 
 
-def test_two_workers_converge_on_a_new_champion(
+def test_two_workers_converge_on_a_champion_they_first_refused(
     tmp_path: Path, artifacts_dir: Path, second_set: Path
 ) -> None:
     registry = _with_champion(tmp_path, artifacts_dir)
     second, _ = registry.register(second_set, actor="test")
+    model = registry.folder(second) / MODEL_FILE
+    hidden = model.rename(model.with_suffix(".away"))  # missing for a moment
     rows = json.loads((artifacts_dir / "sample_rows.json").read_text())["rows"][:1]
     server = Server(
         None,
@@ -275,12 +680,17 @@ def test_two_workers_converge_on_a_new_champion(
         PREDICTION_LOG_DIR=str(tmp_path),
         MODEL_POLL_SECONDS="0.2",
         LOG_REQUESTS="false",
+        PREDICT_ENGINE="booster",  # the swap is checked, not the compiler (a test of its own)
     )
     try:
         server.wait_ready()
         time.sleep(3)  # the second worker too
-        registry.set_alias(CHAMPION, second, kind="forced", actor="test", reason="converge")
+        _move(registry, second)
         deadline = time.monotonic() + 60
+        while len(registry.history(kinds=("refused_to_serve",))) < 2:  # both workers refused
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        hidden.rename(model)  # back: nobody reloads, nobody restarts
         while True:  # fresh connections each: the kernel spreads them over both workers
             versions = {_post(server.url, rows)[1] for _ in range(40)}
             if versions == {second}:
@@ -295,9 +705,9 @@ def test_two_workers_converge_on_a_new_champion(
 
 
 def _plan(status: str = "critical", actions: list[str] | None = None, **extra: Any) -> AgentPlan:
+    extra.setdefault("findings", [{"roc_auc_drop_pct": 14.3}])
     return AgentPlan(
         status=status,
-        findings=[{"roc_auc_drop_pct": 14.3}],
         actions=actions or ["roll_back_model", "open_incident", "trigger_retraining"],
         page_oncall=status == "critical",
         rationale="ROC-AUC fell 14.3% vs its 7-day median.",
@@ -345,6 +755,23 @@ def test_executor_respects_the_cooldown(
     assert results["roll_back_model"]["result"] == "refused"
     assert "cooldown" in results["trigger_retraining"]["result"]
     assert registry.alias(CHAMPION) == second
+
+
+def test_the_agent_rolls_back_once_and_never_forth(
+    tmp_path: Path, artifacts_dir: Path, second_set: Path
+) -> None:
+    registry = _with_champion(tmp_path, artifacts_dir)
+    a = registry.alias(CHAMPION)
+    b, _ = registry.register(second_set, actor="test")
+    _force(registry, b, tmp_path)
+    settings = _settings(tmp_path, AGENT_COOLDOWN_HOURS=0)
+    executor = Executor(registry, settings, actor="agent")
+    first = executor.execute(_plan(actions=["roll_back_model"]))
+    assert (first[0]["result"], first[0]["champion"]) == ("rolled_back", a)
+    later = _plan(actions=["roll_back_model"], findings=[{"roc_auc_drop_pct": 20.1}])
+    second = executor.execute(later)  # another critical plan after the cooldown
+    assert second[0]["result"] == "skipped: no previous champion"
+    assert registry.alias(CHAMPION) == a
 
 
 def test_executor_takes_a_lock(tmp_path: Path, artifacts_dir: Path) -> None:

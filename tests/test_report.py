@@ -122,7 +122,7 @@ def test_the_page_works_without_drift_or_plan(artifacts_dir: Path, tmp_path: Pat
 def test_the_cli_fails_in_one_line_without_artifacts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert report.main(["--artifacts", str(tmp_path)]) == 1
+    assert report.main(["--artifacts", str(tmp_path)]) == 2  # bad input
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "no manifest" in err

@@ -16,7 +16,7 @@ from src.data import load_dataset, split_dataset
 from src.errors import ArtifactError
 from src.fileio import sha256_file
 from src.schema import MODEL_INPUTS, SENSITIVE
-from src.train import MIN_ROC_AUC, train
+from src.train import MIN_ROC_AUC, carve_holdout, train
 from tests.conftest import DATA, TEST_TRIALS
 
 EXPECTED_FILES = (
@@ -31,8 +31,9 @@ EXPECTED_FILES = (
 
 def _validation_probabilities(artifacts_dir: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     bundle = load_bundle(artifacts_dir)
+    # Training's own rows: the holdout left out, then the seeded split.
     _, x_val, _, y_val = split_dataset(
-        load_dataset(DATA / "adult_synth.csv"), val_size=0.2, seed=42
+        carve_holdout(load_dataset(DATA / "adult_synth.csv")).dataset, val_size=0.2, seed=42
     )
     proba = bundle.model.predict_proba(bundle.pipeline.transform(x_val))[:, 1]
     return x_val, y_val.to_numpy(), proba
@@ -50,7 +51,9 @@ def test_train_meets_the_acceptance_bar_on_project_data(artifacts_dir: Path) -> 
     assert metrics["acceptance"] == {"min_roc_auc": MIN_ROC_AUC, "passed": True}
     for key in ("pr_auc", "accuracy", "log_loss", "brier"):
         assert 0 < metrics[key] < 1
-    assert metrics["n_train"] + metrics["n_val"] == 12_000
+    holdout = metrics["data"]["holdout"]
+    assert metrics["n_train"] + metrics["n_val"] == holdout["rows_kept"]
+    assert holdout["rows_kept"] + holdout["rows_excluded"] == 12_000
     assert metrics["data"]["sha256"] == sha256_file(DATA / "adult_synth.csv")
     assert metrics["baseline"]["roc_auc"] > 0.8
     assert len(metrics["hpo"]["history"]) == TEST_TRIALS

@@ -182,13 +182,15 @@ class Executor:
     def _roll_back(self, now: datetime, force: bool) -> dict[str, Any]:
         from src.registry.actions import rollback
 
-        if self.registry.previous_champion() is None:
+        if not self.registry.champion_stack().candidates():
             return {"action": "roll_back_model", "result": "skipped: no previous champion"}
-        _, outcome = rollback(self.registry, self.settings, force=force, actor=self.actor)
+        _, outcome = rollback(
+            self.registry, self.settings, actor=self.actor, obey_cooldown=not force
+        )
         return {"action": "roll_back_model", "result": outcome["outcome"], **outcome}
 
     def _retrain(self, now: datetime, force: bool) -> dict[str, Any]:
-        from src.registry.actions import promote
+        from src.registry.actions import build_trees, promote
 
         recent = self.registry.cooling_down(self.settings.agent_cooldown_hours, now)
         if recent and not force:
@@ -200,7 +202,16 @@ class Executor:
             return {"action": "trigger_retraining", "result": "skipped: no training data given"}
         folder = self.retrain()
         version, _ = self.registry.register(folder, actor=self.actor)
-        _, outcome = promote(self.registry, version, self.settings, force=False, actor=self.actor)
+        if self.settings.registry_compile:
+            build_trees(self.registry, version)
+        _, outcome = promote(
+            self.registry,
+            version,
+            self.settings,
+            force=False,
+            actor=self.actor,
+            obey_cooldown=not force,
+        )
         return {
             "action": "trigger_retraining",
             "result": outcome["outcome"],

@@ -70,6 +70,22 @@ def hour_of_traffic(
     return records, labels.tolist()
 
 
+def servable(pool: pd.DataFrame, schema: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows whose categories the served model knows: a category its training never saw is a
+    400 (the contract), so a replay meant to measure quality leaves those rows out, and says so."""
+    keep = np.ones(len(pool), dtype=bool)
+    for field in schema:
+        if "allowed_values" in field:
+            column = pool[field["name"]]
+            keep &= (column.isna() | column.isin(field["allowed_values"])).to_numpy()
+    if not keep.all():
+        print(
+            f"  left out {int((~keep).sum())} rows with categories the model never saw",
+            file=sys.stderr,
+        )
+    return pool[keep].reset_index(drop=True)
+
+
 class Client:
     """Keep-alive JSON over HTTP/1.1 to one host."""
 
@@ -114,6 +130,15 @@ class Client:
             time.sleep(0.1)
         raise DataError("the service's prediction log did not catch up in time")
 
+    def get(self, path: str) -> dict[str, Any]:
+        self._connect()
+        self.connection.request("GET", path)
+        response = self.connection.getresponse()
+        data = json.loads(response.read() or b"{}")
+        if response.status != 200:
+            raise DataError(f"GET {path} answered {response.status}: {data.get('detail')}")
+        return data
+
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
         payload = json.dumps(body).encode()
         self._connect()
@@ -139,10 +164,10 @@ def replay(
     token: str | None = None,
     first_hour: int = 0,
 ) -> dict[str, int]:
-    pool = read_uci(raw_test)
-    rng = np.random.default_rng(seed)
     client = Client(url)
     client.wait_ready(wait_seconds)
+    pool = servable(read_uci(raw_test), client.get("/metadata")["input_schema"])
+    rng = np.random.default_rng(seed)
     authority = {"Authorization": f"Bearer {token}"} if token else {}
     sent = labelled = 0
     for hour in range(first_hour, first_hour + hours):

@@ -250,3 +250,27 @@ model_events_table = Table(
     Column("reason", Text, nullable=False),
     Column("details", Text, nullable=True),  # JSON: the gate's numbers, a plan's hash
 )
+
+# The registry's holdout: one row, written once (src/holdout.py says how its rows are chosen).
+registry_holdout_table = Table(
+    "registry_holdout",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("rule", String(200), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the rows file in the store
+    Column("rows", Integer, nullable=False),
+    Column("file", String(200), nullable=False),  # its name in the store
+    Column("carved_from", String(64), nullable=False),  # the version whose training left it out
+    Column("carved_at", DateTime(timezone=True), nullable=False),
+)
+
+# A version's trees compiled to native code, per build key (lleaves, LLVM, CPU): loading native
+# code is running it, so its hash is kept here, beside the versions, not beside the file.
+model_builds_table = Table(
+    "model_builds",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("build_key", String(200), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("built_at", DateTime(timezone=True), nullable=False),
+)

@@ -3,8 +3,11 @@ worse than the champion's by more than a margin (with a paired bootstrap interva
 acceptance passed (and the baseline did not beat it), and no sex or race group's parity gap
 widens by more than a limit.
 
-The rows are recent labelled traffic from the log when there are enough, else the holdout the
-registry keeps (the first champion's validation rows); the result says which.
+It judges only on rows the challenger never trained on: recent labelled traffic from after the
+challenger's own training traffic ended (a time split), when there is enough; else the registry's
+holdout, which every training run leaves out by row identity (src/holdout.py). A challenger whose
+manifest does not show that holdout left out is not judged. The verdict names the champion it
+compared with; the move that follows is refused if the champion changed meanwhile.
 """
 
 from __future__ import annotations
@@ -18,16 +21,14 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from src.artifacts import VALIDATION_ROWS_FILE, load_bundle
+from src.artifacts import load_bundle
 from src.data import load_dataset
 from src.evaluate import headline_gaps, paired_auc_difference
-from src.fileio import write_bytes_atomic
 from src.loop.labels import latest_labels_query
 from src.loop.tables import predictions_table
-from src.registry.core import CHAMPION, Registry
+from src.registry.core import Registry
 from src.schema import COLUMN_BY_NAME, FEATURES, MODEL_INPUTS, TARGET
 
-HOLDOUT_FILE = "holdout.csv"
 GATE_ROWS = 5000  # the newest labelled rows of traffic the gate judges on (at most)
 
 
@@ -52,11 +53,11 @@ class GateResult:
 
 
 def recent_labelled(engine: Engine, limit: int, since: Any = None) -> pd.DataFrame:
-    """The newest `limit` labelled rows of traffic (after `since`), newest first: inputs,
-    sensitive fields, latest label."""
+    """The newest `limit` labelled rows of traffic (stamped at or after `since`), newest first:
+    event time (UTC), inputs, sensitive fields, latest label."""
     p, latest = predictions_table, latest_labels_query()
     query = (
-        select(*(p.c[name] for name in FEATURES), latest.c.label)
+        select(p.c.ts, *(p.c[name] for name in FEATURES), latest.c.label)
         .join(latest, latest.c.prediction_id == p.c.prediction_id)
         .order_by(p.c.ts.desc())
         .limit(limit)
@@ -64,33 +65,55 @@ def recent_labelled(engine: Engine, limit: int, since: Any = None) -> pd.DataFra
     if since is not None:
         query = query.where(p.c.ts >= since)
     with engine.connect() as connection:
-        frame = pd.DataFrame(connection.execute(query).all(), columns=[*FEATURES, TARGET])
+        frame = pd.DataFrame(connection.execute(query).all(), columns=["ts", *FEATURES, TARGET])
     for name in FEATURES:
         if COLUMN_BY_NAME[name].kind == "numeric":
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
         else:
             frame[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)  # SQLite hands back naive UTC
     return frame
 
 
-def keep_holdout(registry: Registry, version: str) -> None:
-    """The first champion's validation rows become the registry's fixed holdout."""
-    holdout = registry.store / HOLDOUT_FILE
-    rows = registry.folder(version) / VALIDATION_ROWS_FILE
-    if not holdout.is_file() and rows.is_file():
-        write_bytes_atomic(holdout, rows.read_bytes())  # never a half-written holdout
-
-
-def _rows(registry: Registry, engine: Engine, min_rows: int) -> tuple[pd.DataFrame, str]:
-    traffic = recent_labelled(engine, max(min_rows, GATE_ROWS))
-    if len(traffic) >= min_rows and traffic[TARGET].nunique() == 2:
-        return traffic, f"recent labelled traffic ({len(traffic):,} rows)"
-    holdout = registry.store / HOLDOUT_FILE
-    dataset = load_dataset(holdout)
+def _holdout(registry: Registry) -> pd.DataFrame:
+    dataset = load_dataset(registry.holdout_path())  # checked against its recorded hash
     frame = dataset.features.copy()
     frame[TARGET] = dataset.target.to_numpy()
-    reason = f"only {len(traffic)} labelled rows of traffic (< {min_rows})"
-    return frame, f"the registry's holdout ({len(frame):,} rows; {reason})"
+    return frame
+
+
+def _rows(
+    registry: Registry, engine: Engine, min_rows: int, trained_until: Any
+) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+    """The rows to judge on, what they are, and their time range (traffic only)."""
+    limit = max(min_rows, GATE_ROWS)
+    if trained_until is None:
+        traffic = recent_labelled(engine, limit)
+    else:  # strictly after: a row stamped when training's traffic ended may have been in it
+        until = pd.Timestamp(trained_until)
+        traffic = recent_labelled(engine, limit, since=until.to_pydatetime())
+        traffic = traffic[traffic["ts"] > until]
+    if len(traffic) >= min_rows and traffic[TARGET].nunique() == 2:
+        span = {"from": str(traffic["ts"].min()), "to": str(traffic["ts"].max())}
+        after = f", after its training traffic ended at {trained_until}" if trained_until else ""
+        return traffic, f"recent labelled traffic ({len(traffic):,} rows{after})", span
+    frame = _holdout(registry)
+    reason = f"only {len(traffic)} labelled rows of traffic it never trained on (< {min_rows})"
+    return frame, f"the registry's holdout ({len(frame):,} rows; {reason})", {}
+
+
+def holdout_problem(registry: Registry, manifest: dict[str, Any]) -> str | None:
+    """Why the gate cannot judge this set on rows it never saw, or None."""
+    holdout = registry.holdout()
+    block = manifest.get("holdout") or {}
+    if holdout is None:
+        return "the registry has no holdout yet (train a set with this version of train)"
+    if block.get("rule") != holdout["rule"]:
+        return (
+            "its manifest does not show the registry's holdout left out of its training "
+            f"(rule {holdout['rule']!r}); retrain it with python -m src.train"
+        )
+    return None
 
 
 def _probabilities(folder: Path, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, Any]]:
@@ -103,15 +126,22 @@ def run_gate(
     registry: Registry,
     challenger: str,
     *,
+    champion: str | None,
     engine: Engine,
     margin: float,
     min_rows: int,
     max_widening: float,
 ) -> GateResult:
-    champion = registry.alias(CHAMPION)
-    if champion is None or champion == challenger:
+    """Judge `challenger` against `champion` (the champion the caller read and will expect to
+    replace: the verdict is bound to it)."""
+    if champion is None:
         return GateResult(True, champion, challenger, "no champion to compare with")
-    frame, rows_from = _rows(registry, engine, min_rows)
+    manifest = registry.get(challenger).manifest
+    problem = holdout_problem(registry, manifest)
+    if problem:
+        return GateResult(False, champion, challenger, "not judged", reasons=[problem])
+    traffic = manifest.get("training_traffic") or {}
+    frame, rows_from, span = _rows(registry, engine, min_rows, traffic.get("to"))
     y = frame[TARGET].to_numpy().astype(int)
     new, metrics = _probabilities(registry.folder(challenger), frame)
     old, _ = _probabilities(registry.folder(champion), frame)
@@ -121,6 +151,8 @@ def run_gate(
     result = GateResult(True, champion, challenger, rows_from)
     result.numbers = {
         "rows": len(frame),
+        "rows_span": span,
+        "challenger_training_traffic": traffic or None,
         "roc_auc_challenger": round(paired["first"], 4),
         "roc_auc_champion": round(paired["second"], 4),
         "roc_auc_difference": round(paired["difference"], 4),
@@ -131,16 +163,22 @@ def run_gate(
         "gap_widening": widening,
         "max_widening": max_widening,
     }
-    if paired["difference"] < -margin:
-        result.reasons.append(
-            f"ROC-AUC {paired['difference']:+.4f} against the champion, worse than -{margin}"
-        )
-    if not metrics["acceptance"]["passed"]:
-        result.reasons.append("its own acceptance failed (validation ROC-AUC under the bar)")
-    if result.numbers["baseline_verdict"] == "baseline better":
-        result.reasons.append("the logistic baseline beat it on its own validation split")
-    for name, value in widening.items():
-        if value > max_widening:
-            result.reasons.append(f"the {name.replace('_', ' ')} gap widens by {value:.3f}")
+    result.reasons = _reasons(result.numbers, paired["difference"], margin, max_widening)
     result.passed = not result.reasons
     return result
+
+
+def _reasons(
+    numbers: dict[str, Any], difference: float, margin: float, max_widening: float
+) -> list[str]:
+    reasons = []
+    if difference < -margin:
+        reasons.append(f"ROC-AUC {difference:+.4f} against the champion, worse than -{margin}")
+    if not numbers["acceptance_passed"]:
+        reasons.append("its own acceptance failed (validation ROC-AUC under the bar)")
+    if numbers["baseline_verdict"] == "baseline better":
+        reasons.append("the logistic baseline beat it on its own validation split")
+    for name, value in numbers["gap_widening"].items():
+        if value > max_widening:
+            reasons.append(f"the {name.replace('_', ' ')} gap widens by {value:.3f}")
+    return reasons

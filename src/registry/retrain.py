@@ -2,9 +2,12 @@
 traffic in the log, seeded, trained into a new artifact set.
 
 Documented, so the challenger can be reproduced: the training CSV as it is, then the labelled rows
-of the last RETRAIN_TRAFFIC_HOURS of traffic (latest label per prediction), minus the newest rows
-the gate will judge on (so it judges the challenger on rows it never saw); the same split seed as
+of the last RETRAIN_TRAFFIC_HOURS of traffic (latest label per prediction) that end before the
+newest GATE_ROWS labelled rows begin: those are the gate's, so it judges the challenger on rows
+from after everything it trained on (a time split; the manifest records the range). Training then
+leaves out the holdout by row identity, as every training does. The same split seed as
 `python -m src.train`, and the champion's hyperparameters unless RETRAIN_TRIALS asks for a search.
+The rows never touch the disk outside the database: they are handed to training in memory.
 """
 
 from __future__ import annotations
@@ -17,30 +20,48 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from src.data import load_dataset
+from src.data import dataset_from_frames
 from src.registry.gate import GATE_ROWS, recent_labelled
 from src.schema import FEATURES, TARGET
-from src.train import train
+from src.train import TrainingData, read_training_data, train
 
 
-def traffic_for_training(engine: Engine, *, hours: int) -> pd.DataFrame:
-    """Labelled traffic of the last `hours` (by event time), minus the gate's newest rows."""
+def traffic_for_training(engine: Engine, *, hours: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Labelled traffic of the last `hours` (by event time) that ends before the gate's newest
+    rows begin, and its range."""
+    from src.loop.statistics import _as_datetime
     from src.loop.tables import predictions_table
 
     with engine.connect() as connection:
         latest = connection.execute(select(func.max(predictions_table.c.ts))).scalar()
     if latest is None:
-        return pd.DataFrame(columns=[*FEATURES, TARGET])
+        return pd.DataFrame(columns=["ts", *FEATURES, TARGET]), {"rows": 0}
     rows = recent_labelled(
-        engine, limit=10_000_000, since=_as_time(latest) - timedelta(hours=hours)
+        engine, limit=10_000_000, since=_as_datetime(latest) - timedelta(hours=hours)
     )
-    return rows.iloc[GATE_ROWS:]  # newest first: the gate's rows are left out
+    gate, rows = rows.iloc[:GATE_ROWS], rows.iloc[GATE_ROWS:]  # newest first
+    if len(gate):
+        rows = rows[rows["ts"] < gate["ts"].min()]  # ties at the boundary stay the gate's
+    if rows.empty:
+        return rows, {"rows": 0}
+    span = {"rows": len(rows), "from": rows["ts"].min(), "to": rows["ts"].max()}
+    return rows, {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in span.items()}
 
 
-def _as_time(value: object) -> object:
-    from src.loop.statistics import _as_datetime
-
-    return _as_datetime(value)
+def retraining_data(data: Path, engine: Engine, *, hours: int) -> TrainingData:
+    """The training file plus the traffic, in memory, with where each part came from."""
+    base = read_training_data(data)
+    traffic, span = traffic_for_training(engine, hours=hours)
+    dataset = dataset_from_frames(
+        [base.dataset.features, traffic], [base.dataset.target, traffic[TARGET]]
+    )
+    provenance = {
+        **base.provenance,
+        "rows": len(dataset.features),
+        "file_rows": base.provenance["rows"],
+        "traffic": span,
+    }
+    return TrainingData(dataset, provenance)
 
 
 def retrain(
@@ -55,13 +76,6 @@ def retrain(
 ) -> Path:
     """Train a challenger into `workdir/set`; returns that folder. With `trials` 0, `params`
     (the champion's hyperparameters) are used as they are."""
-    base = load_dataset(data)
-    frame = base.features.copy()
-    frame[TARGET] = base.target.to_numpy()
-    traffic = traffic_for_training(engine, hours=hours)
-    combined = pd.concat([frame, traffic[[*FEATURES, TARGET]]], ignore_index=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    source = workdir / "training_rows.csv"
-    combined.to_csv(source, index=False, lineterminator="\n")
-    train(source, workdir / "set", seed=seed, trials=trials, params=None if trials else params)
+    rows = retraining_data(data, engine, hours=hours)
+    train(rows, workdir / "set", seed=seed, trials=trials, params=None if trials else params)
     return workdir / "set"

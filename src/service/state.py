@@ -7,6 +7,9 @@ import gc
 import itertools
 import logging
 import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,28 +25,79 @@ from src.service.observability import ServiceMetrics
 from src.settings import Settings
 
 logger = logging.getLogger("service")
+REFUSED_RETRY_MAX = 300.0  # seconds: a refused champion is tried at least this often
+
+
+@dataclass
+class Refusal:
+    """A champion this worker could not verify: why, and when it tries again."""
+
+    reason: str
+    since: datetime
+    attempts: int = 1
+    retry_at: float = 0.0  # time.monotonic()
+    next_try_at: datetime | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "refused_since": self.since.isoformat(timespec="seconds"),
+            "attempts": self.attempts,
+            "next_try_at": self.next_try_at.isoformat(timespec="seconds")
+            if self.next_try_at
+            else None,
+        }
 
 
 class ModelState:
-    """What is served: a verified predictor, or the reason there is none; and, when the
-    registry's champion could not be verified, which one and why (the old model stays)."""
+    """What is served: a verified predictor, or the reason there is none; the champion served
+    before it, kept loaded so a rollback to it is one assignment; and the champions this worker
+    could not verify, each retried with backoff."""
 
     def __init__(self) -> None:
         self.predictor: Predictor | None = None
         self.reason = "starting"
-        self.refused: dict[str, str] = {}  # version -> why it is not served
+        self.previous: Predictor | None = None
+        self.refused: dict[str, Refusal] = {}  # version -> why it is not served (yet)
 
     @property
     def not_loaded(self) -> str:
         return f"model not loaded: {self.reason}"
 
 
-def verified_predictor(folder: Path, settings: Settings) -> tuple[Predictor, float]:
+class StoreBuilds:
+    """A version's compiled trees in the registry's store (src/compiled.py)."""
+
+    _key: str | None = None
+
+    def __init__(self, registry: Registry, version: str) -> None:
+        self.registry, self.version = registry, version
+
+    @classmethod
+    def key(cls) -> str:
+        if cls._key is None:
+            from src.compiled import build_key
+
+            cls._key = build_key()
+        return cls._key
+
+    def read(self) -> bytes | None:
+        return self.registry.read_build(self.version, self.key())
+
+    def keep(self, object_code: bytes) -> None:
+        self.registry.keep_build(self.version, self.key(), object_code)
+
+
+def verified_predictor(
+    folder: Path, settings: Settings, builds: StoreBuilds | None = None
+) -> tuple[Predictor, float]:
     """A predictor for the set in `folder`, checked: hashes, library versions, the 1e-9
     self-check, a warm-up. Raises on any failure."""
     bundle = load_bundle(folder)
     try:
-        predictor = Predictor(bundle, engine=settings.predict_engine, max_rows=settings.max_rows)
+        predictor = Predictor(
+            bundle, engine=settings.predict_engine, max_rows=settings.max_rows, builds=builds
+        )
     except ImportError as exc:  # lleaves/llvmlite unusable here: serve the same model slower
         logger.warning("lleaves unavailable (%s); serving with LightGBM's booster", exc)
         predictor = Predictor(bundle, engine="booster", max_rows=settings.max_rows)
@@ -54,17 +108,22 @@ def verified_predictor(folder: Path, settings: Settings) -> tuple[Predictor, flo
 
 def load_predictor(settings: Settings, registry: Registry | None = None) -> ModelState:
     """The model to serve: ARTIFACTS_DIR when set, else the registry's champion. Any failure
-    leaves no model and says why; the process stays up."""
+    leaves no model and says why; the process stays up (and retries a champion with backoff)."""
     state = ModelState()
+    champion = None
     try:
         if settings.artifacts_dir is not None:
-            folder = settings.artifacts_dir
+            folder, builds = settings.artifacts_dir, None
         else:
-            _, folder = champion_folder(registry or open_registry(settings))
-        predictor, difference = verified_predictor(folder, settings)
+            registry = registry or open_registry(settings)
+            champion, folder = champion_folder(registry)
+            builds = StoreBuilds(registry, champion)
+        predictor, difference = verified_predictor(folder, settings, builds)
     except Exception as exc:  # any failure to load is a failure to verify: never served
         state.reason = _why(exc)
         logger.error("model not loaded: %s", state.reason)
+        if champion is not None:
+            _refuse(state, champion, state.reason, settings.model_poll_seconds)
         return state
     state.predictor, state.reason = predictor, "ready"
     logger.info(
@@ -84,47 +143,86 @@ def _why(exc: Exception) -> str:
     return str(exc) if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"[:500]
 
 
+def _refuse(state: ModelState, version: str, reason: str, poll_seconds: float) -> Refusal:
+    """Record a refusal; the next try waits the poll interval, doubling to REFUSED_RETRY_MAX."""
+    refusal = state.refused.get(version)
+    now = datetime.now(UTC)
+    if refusal is None:
+        refusal = state.refused[version] = Refusal(reason, now, attempts=0)
+    refusal.reason = reason
+    refusal.attempts += 1
+    delay = min(poll_seconds * 2 ** (refusal.attempts - 1), max(poll_seconds, REFUSED_RETRY_MAX))
+    refusal.retry_at = time.monotonic() + delay
+    refusal.next_try_at = now + timedelta(seconds=delay)
+    return refusal
+
+
 def open_registry(settings: Settings) -> Registry:
     return Registry(make_engine(settings.registry_url), settings.registry_store)
 
 
-async def follow_champion(app_state: Any) -> None:
+async def follow_champion(app_state: Any, *, now: bool = False) -> None:
     """Serve the registry's champion: when its alias moves, load and verify the new version off
     the request path, then swap. Requests in flight finish on the model they started with; a
     version that fails verification is never served (the old one stays, /ready and the
-    registry's history say why)."""
+    registry's history say why) and is tried again with backoff, at once when `now`."""
     registry: Registry = app_state.registry
     current: ModelState = app_state.model
     champion = await asyncio.to_thread(registry.alias, CHAMPION)
     loaded = current.predictor.version if current.predictor else None
-    if champion is None or champion == loaded or champion in current.refused:
+    if champion is None or champion == loaded:
+        return
+    started = time.perf_counter()
+    previous = current.previous
+    if previous is not None and previous.version == champion:  # a rollback: already loaded
+        _swap(app_state, current, previous, started)
+        return
+    refusal = current.refused.get(champion)
+    if refusal is not None and not now and time.monotonic() < refusal.retry_at:
         return
     settings: Settings = app_state.settings
     try:
         predictor, _ = await asyncio.to_thread(
-            verified_predictor, registry.folder(champion), settings
+            verified_predictor,
+            registry.folder(champion),
+            settings,
+            StoreBuilds(registry, champion),
         )
     except Exception as exc:
-        current.refused[champion] = _why(exc)
-        logger.error("champion %s not served: %s", champion, current.refused[champion])
-        await asyncio.to_thread(
-            registry.note,
-            "refused_to_serve",
-            champion,
-            actor=f"service pid {os.getpid()}",
-            reason=current.refused[champion],
-        )
+        refusal = _refuse(current, champion, _why(exc), settings.model_poll_seconds)
+        logger.error("champion %s not served: %s", champion, refusal.reason)
+        if refusal.attempts == 1:  # the history says it once per worker, not every retry
+            await asyncio.to_thread(
+                registry.note,
+                "refused_to_serve",
+                champion,
+                actor=f"service pid {os.getpid()}",
+                reason=refusal.reason,
+            )
         return
+    _swap(app_state, current, predictor, started)
+
+
+def _swap(app_state: Any, current: ModelState, predictor: Predictor, started: float) -> None:
     swapped = ModelState()
-    swapped.predictor, swapped.reason, swapped.refused = predictor, "ready", current.refused
+    swapped.predictor, swapped.reason = predictor, "ready"
+    swapped.previous = current.predictor  # kept loaded: a rollback to it is immediate
+    swapped.refused = {v: r for v, r in current.refused.items() if v != predictor.version}
     app_state.model = swapped  # one assignment: a request reads it once, at its start
+    loaded = current.predictor.version if current.predictor else None
     del current
     # Startup froze the first model out of the collector's sight; let what is no longer served
     # be collected (a swap is rare), then freeze again what serving keeps.
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    logger.info("model swapped", extra={"fields": {"from": loaded, "to": champion}})
+    fields = {
+        "from": loaded,
+        "to": predictor.version,
+        "pid": os.getpid(),
+        "seconds": round(time.perf_counter() - started, 3),  # noticed -> serving
+    }
+    logger.info("model swapped", extra={"fields": fields})
 
 
 def open_prediction_log(
@@ -186,14 +284,15 @@ async def tend(app_state: Any, seconds: float, export_every: int = 10) -> None:
             and not busy
             and (tick % poll_every == 0 or reload.is_set())
         ):
+            asked = reload.is_set()
             reload.clear()
             # Its own task: loading a model takes seconds, shipping the log must not wait.
-            following = asyncio.create_task(_follow(app_state))
+            following = asyncio.create_task(_follow(app_state, now=asked))
 
 
-async def _follow(app_state: Any) -> None:
+async def _follow(app_state: Any, *, now: bool) -> None:
     try:
-        await follow_champion(app_state)
+        await follow_champion(app_state, now=now)
     except Exception:  # a registry that cannot be read now: serve on, try again later
         logger.exception("could not read the registry's champion")
 

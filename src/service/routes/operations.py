@@ -40,18 +40,7 @@ def build_router(settings: Settings) -> APIRouter:
         responses=NOT_READY,
     )
     async def ready(request: Request, state: Annotated[ModelState, Depends(get_state)]) -> Response:
-        if state.predictor is None:
-            return error(503, f"not ready: {state.reason}")
-        body = {
-            "status": "ready",
-            "model_version": state.predictor.version,
-            "engine": state.predictor.engine,
-            "model_source": "folder" if settings.artifacts_dir else "registry champion",
-            "prediction_log": log_status(request.app.state),
-        }
-        if state.refused:  # a newer champion failed verification: the model above still serves
-            body["not_served"] = state.refused
-        return Response(orjson.dumps(body), media_type="application/json")
+        return readiness(state, request.app.state, settings)
 
     @router.get(
         "/metadata",
@@ -81,9 +70,30 @@ def build_router(settings: Settings) -> APIRouter:
         if request.app.state.registry is None:
             raise HTTPException(409, "this service serves ARTIFACTS_DIR, not the registry")
         request.app.state.reload.set()
-        return {"status": "reloading: this worker looks at the champion within 50 ms"}
+        return {
+            "status": "reloading: this worker looks at the champion within 50 ms, and tries "
+            "again a champion it refused"
+        }
 
     return router
+
+
+def readiness(state: ModelState, app_state: Any, settings: Settings) -> Response:
+    """/ready: 200 with what serves, or 503 with why not; refused champions with their retry."""
+    if state.predictor is None:
+        retries = [r.next_try_at for r in state.refused.values() if r.next_try_at]
+        retry = f" (tries again at {min(retries).isoformat(timespec='seconds')})" if retries else ""
+        return error(503, f"not ready: {state.reason}{retry}")
+    body = {
+        "status": "ready",
+        "model_version": state.predictor.version,
+        "engine": state.predictor.engine,
+        "model_source": "folder" if settings.artifacts_dir else "registry champion",
+        "prediction_log": log_status(app_state),
+    }
+    if state.refused:  # a newer champion failed verification: the model above still serves
+        body["not_served"] = {v: r.describe() for v, r in state.refused.items()}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def describe_model(predictor: Predictor, settings: Settings) -> dict[str, Any]:
