@@ -43,7 +43,8 @@ REFERENCE="$PREDICTION_LOG_DIR/registry/$v1"  # drift is judged against version 
 echo "   version 1: $v1"
 
 echo "== replay 8 days of labelled traffic; the last 24 hours shifted (population and income line)"
-"$BIN/python" -m src.loop.replay --url "$url"
+START=$("$BIN/python" -c 'from src.loop.replay import default_start; print(default_start().isoformat())')
+"$BIN/python" -m src.loop.replay --url "$url" --start "$START"
 
 echo "== judge what the service recorded, and act (--execute)"
 judge --execute
@@ -53,14 +54,14 @@ v2=$(champion)
 echo "== the service swaps to version 2 ($v2) without a restart"
 wait_for "$v2"
 echo "== 12 more shifted hours, served by version 2"
-"$BIN/python" -m src.loop.replay --url "$url" --first-hour 192 --hours 12 --shift-hours 12 --seed 8
+"$BIN/python" -m src.loop.replay --url "$url" --start "$START" --first-hour 192 --hours 12 --shift-hours 12 --seed 8
 judge >/dev/null
 roc_by_hour 14
 
 echo "== roll back to version 1, and 12 more shifted hours"
 "$BIN/python" -m src.registry rollback --reason "demo: back to version 1"
 wait_for "$v1"
-"$BIN/python" -m src.loop.replay --url "$url" --first-hour 204 --hours 12 --shift-hours 12 --seed 9
+"$BIN/python" -m src.loop.replay --url "$url" --start "$START" --first-hour 204 --hours 12 --shift-hours 12 --seed 9
 judge >/dev/null
 roc_by_hour 12
 

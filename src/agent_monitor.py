@@ -55,7 +55,30 @@ WOULD = {
 
 
 def execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, object]]:
-    """The plan, carried out against the registry beside the log."""
+    """The plan, carried out against the registry beside the log. A database that cannot be
+    reached is a failed execution (recorded in the plan), never a traceback."""
+    from src.agent.executor import unreachable_database
+
+    try:
+        return _execute(plan, data, force=force)
+    except unreachable_database() as exc:
+        return [
+            {
+                "action": "*",
+                "result": "failed",
+                "failure": "unreachable",
+                "error": f"the registry's database did not answer: {_first_line(exc)}; nothing "
+                "was done (check DATABASE_URL); a rerun acts on this plan",
+            }
+        ]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, object]]:
     import tempfile
 
     from src.agent.executor import Executor
@@ -95,15 +118,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             "drift": describe_drift(drift, file_origin(args.drift) if args.drift else {}),
         }
         plan = monitor(points, drift, now=datetime.now(UTC), llm=llm, sources=sources)
+        code = 0
         if args.execute:
-            plan = plan.model_copy(update={"executed": execute(plan, args.data, force=args.force)})
+            from src.agent.executor import exit_code
+
+            executed = execute(plan, args.data, force=args.force)
+            plan = plan.model_copy(update={"executed": executed})
+            code = exit_code(executed)
         else:
             plan = plan.model_copy(update={"would_do": would_do(plan)})
-        write_text_atomic(args.out, plan_yaml(plan))
+        if llm is not None and any(f.get("unreachable") for f in plan.findings):
+            code = code or 3  # the rules' plan stands; the LLM asked for did not answer
+            print(
+                "error: the LLM at AGENT_LLM_BASE_URL did not answer; the plan is the rules' own",
+                file=sys.stderr,
+            )
+        write_text_atomic(args.out, plan_yaml(plan))  # failed or not, the plan is written
         print(f"status: {plan.status}; actions: {', '.join(plan.actions)}; wrote {args.out}")
         for outcome in plan.executed or []:
-            print(f"  executed {outcome['action']}: {outcome['result']}")
-        return 0
+            error = f" ({outcome['error']})" if outcome.get("error") else ""
+            print(f"  executed {outcome['action']}: {outcome['result']}{error}")
+        if code:
+            failed = next(
+                o
+                for o in plan.executed or []
+                if o["result"] == "failed" or o["result"].startswith("skipped: another")
+            )
+            print(
+                f"error: {failed['action']}: {failed.get('error', failed['result'])}",
+                file=sys.stderr,
+            )
+        return code
 
     return run_cli(body)
 

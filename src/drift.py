@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins for numerics")
     parser.add_argument(
-        "--fail-on-drift", action="store_true", help="exit 3 when drift is found (for schedulers)"
+        "--fail-on-drift", action="store_true", help="exit 1 when drift is found (for schedulers)"
     )
     return parser
 
@@ -424,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"drift: {'yes' if drifted else 'no'} (threshold {args.threshold}); "
             f"drifted: {', '.join(drifted) or 'none'}; wrote {args.out}"
         )
-        return 3 if drifted and args.fail_on_drift else 0
+        return 1 if drifted and args.fail_on_drift else 0  # a gate that refused: 1
 
     return run_cli(body)
 

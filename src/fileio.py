@@ -54,6 +54,15 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
+def _database_unreachable(exc: BaseException) -> bool:
+    """SQLAlchemy's errors for a database that does not answer (checked by name: the CLIs that
+    never touch a database do not import SQLAlchemy)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return type(exc).__module__.startswith("sqlalchemy") and bool(
+        names & {"OperationalError", "InterfaceError"}
+    )
+
+
 def run_cli(body: Callable[[], int]) -> int:
     """Run a CLI body; turn the project's errors into one line on stderr and the exit code every
     CLI shares: 1 refused, 2 bad input (a file, an artifact set), 3 a dependency unreachable."""
@@ -67,6 +76,16 @@ def run_cli(body: Callable[[], int]) -> int:
         return 2
     except UnreachableError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:
+        if not _database_unreachable(exc):
+            raise
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(
+            f"error: the database did not answer ({reason[0] if reason else type(exc).__name__})"
+            "; check DATABASE_URL (or PREDICTION_LOG_DIR) and that the server is up",
+            file=sys.stderr,
+        )
         return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

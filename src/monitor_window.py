@@ -13,8 +13,9 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from src.artifacts import DRIFT_REFERENCE_FILE, REFERENCE_FILE
 from src.data import load_dataset
@@ -64,6 +65,30 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
+def _judge(
+    engine: Any, references: Any, args: argparse.Namespace, settings: Settings
+) -> tuple[int, Any, list[dict[str, Any]], dict[str, Any] | None]:
+    """Purge labels that waited too long, refresh the statistics, read the points and the
+    drift of the last window."""
+    now = datetime.now(UTC)
+    upgrade(engine)
+    purged = purge_unmatched(engine, now=now, keep=timedelta(hours=settings.label_pending_hours))
+    done = refresh(
+        engine,
+        references,
+        now=now,
+        label_delay=timedelta(hours=args.label_delay_hours),
+        rebuild=args.rebuild,
+    )
+    points = hourly_points(engine, min_labelled=args.min_labelled)
+    report = (
+        drift_report(engine, references, hours=args.window_hours, threshold=args.threshold)
+        if points
+        else None
+    )
+    return purged, done, points, report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     args = build_parser(settings).parse_args(argv)
@@ -74,33 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DataError(f"--window-hours must be at least 1, got {args.window_hours}")
         references = load_references(args.reference)
         engine = make_engine(url)
-        now = datetime.now(UTC)
+        shown = engine.url.render_as_string(hide_password=True)  # never a password on screen
         try:
-            upgrade(engine)
-            purged = purge_unmatched(
-                engine, now=now, keep=timedelta(hours=settings.label_pending_hours)
-            )
-            done = refresh(
-                engine,
-                references,
-                now=now,
-                label_delay=timedelta(hours=args.label_delay_hours),
-                rebuild=args.rebuild,
-            )
-            points = hourly_points(engine, min_labelled=args.min_labelled)
-            report = (
-                drift_report(engine, references, hours=args.window_hours, threshold=args.threshold)
-                if points
-                else None
-            )
+            purged, done, points, report = _judge(engine, references, args, settings)
+        except (OperationalError, InterfaceError):
+            raise  # the database did not answer: run_cli says so, exit 3
         except SQLAlchemyError as exc:
             raise DataError(
-                f"{url}: cannot read the prediction log ({type(exc).__name__})"
+                f"{shown}: cannot read the prediction log ({type(exc).__name__})"
             ) from None
         finally:
             engine.dispose()
         if not points or report is None:
-            raise DataError(f"{url}: the prediction log is empty: nothing to judge yet")
+            raise DataError(f"{shown}: the prediction log is empty: nothing to judge yet")
         args.out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(
             args.out_dir / "metrics_history.jsonl", "".join(json.dumps(p) + "\n" for p in points)

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     metrics_dir: str | None = Field(None, alias="METRICS_DIR")
     # Replays and backfills may stamp rows with X-Event-Time; off, clients cannot move the clock.
     accept_event_time: bool = Field(False, alias="ACCEPT_EVENT_TIME")
+    # ... no further back than this (and at most 5 minutes ahead): 400 otherwise.
+    event_time_max_age_days: int = Field(30, ge=1, alias="EVENT_TIME_MAX_AGE_DAYS")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_requests: bool = Field(True, alias="LOG_REQUESTS")
 

@@ -158,9 +158,9 @@ def test_cli_writes_the_spec_shape_and_detail(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [out]  # nothing left beside it
 
 
-def test_cli_fail_on_drift_exits_3(tmp_path: Path) -> None:
+def test_cli_fail_on_drift_exits_1(tmp_path: Path) -> None:
     args = ["--ref", str(REF), "--new", str(SHIFTED), "--out", str(tmp_path / "r.json")]
-    assert drift.main([*args, "--fail-on-drift"]) == 3
+    assert drift.main([*args, "--fail-on-drift"]) == 1  # 3 means a dependency did not answer
     same = ["--ref", str(REF), "--new", str(REF), "--out", str(tmp_path / "s.json")]
     assert drift.main([*same, "--fail-on-drift"]) == 0
 

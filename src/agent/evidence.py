@@ -1,10 +1,10 @@
 """Evidence: every number the rules look at, computed once from the observations, and the
 findings the plan shows (each number with its margin to the gate and how long a breach lasted).
 
-Quality is judged against the current model's own history: the 7-day medians use the points of
-the model version that answered the latest quality point, and say so when there are too few and
-they fall back to every version. Everything here is O(n log n) in the points: one sliding-window
-median pass per metric.
+Quality is judged for the current model: the version serving at the latest point (the end of
+the latest hour). Its latest value is its own; the 7-day medians use its own points, and say so
+when there are too few and they fall back to every version. Everything here is O(n log n) in the
+points: one sliding-window median pass per metric.
 """
 
 from __future__ import annotations
@@ -79,22 +79,22 @@ class Quality:
 def _quality(
     points: list[MetricPoint], metric: str, version: str | None, gate: float
 ) -> tuple[Quality, bool]:
-    """The metric over the current version's points; falls back to every version's points when
-    the current one has fewer than MIN_WINDOW_POINTS in its window (and says so)."""
-    mine = [p for p in points if getattr(p, metric) is not None and p.model_version == version]
-    fell_back = False
-    if version is None or len(mine) <= MIN_WINDOW_POINTS:
-        everyone = [p for p in points if getattr(p, metric) is not None]
-        fell_back = version is not None and len(everyone) > len(mine)
-        mine = everyone
+    """The metric of the current version: its latest value is always its own (never a retired
+    version's); its 7-day medians come from its own points, or from every version's when it has
+    MIN_WINDOW_POINTS or fewer of its own (and it says so)."""
+    measured = [p for p in points if getattr(p, metric) is not None]
+    mine = [p for p in measured if version is None or p.model_version == version]
     if not mine:
-        return Quality(), fell_back
-    times = [p.ts for p in mine]
+        return Quality(), False
+    fell_back = version is not None and len(mine) <= MIN_WINDOW_POINTS < len(measured)
+    baseline = measured if fell_back else mine
+    medians = medians_before([p.ts for p in baseline], [getattr(p, metric) for p in baseline])
+    at = {id(p): m for p, m in zip(baseline, medians, strict=True)}
+    mine_medians = [at[id(p)] for p in mine]
     values = [getattr(p, metric) for p in mine]
-    medians = medians_before(times, values)
-    drops = _drops(medians, values)
-    _, hours = _trailing([at_least(d, gate) for d in drops], times)
-    median, window = medians[-1]
+    drops = _drops(mine_medians, values)
+    _, hours = _trailing([at_least(d, gate) for d in drops], [p.ts for p in mine])
+    median, window = mine_medians[-1]
     return Quality(values[-1], median, drops[-1], window, hours), fell_back
 
 
@@ -138,8 +138,10 @@ class Evidence:
 
     @classmethod
     def from_observations(cls, points: list[MetricPoint], drift: DriftSummary | None) -> Evidence:
-        quality_points = [p for p in points if p.roc_auc is not None]
-        version = quality_points[-1].model_version if quality_points else None
+        # The version serving at the latest point (the end of the latest hour), not the one that
+        # answered the latest quality point: after a switch the retired one is never judged.
+        versions = [p.model_version for p in points if p.model_version is not None]
+        version = versions[-1] if versions else None
         roc, fell_back = _quality(points, "roc_auc", version, ROC_WARN)
         pr, _ = _quality(points, "pr_auc", version, PR_CRITICAL)
         timed = [p for p in points if p.latency_p95_ms is not None]
@@ -239,6 +241,10 @@ def _history_finding(e: Evidence) -> dict[str, Any]:
         history["medians_from"] = (
             f"every version: the current one ({e.model_version}) has {MIN_WINDOW_POINTS} or "
             "fewer quality points of its own"
+        )
+    elif e.model_version is not None and e.roc.latest is None:
+        history["medians_from"] = (
+            f"none: the current version ({e.model_version}) has no quality point yet"
         )
     elif e.model_version is not None:
         history["medians_from"] = f"model version {e.model_version} only"

@@ -1,16 +1,21 @@
-"""The agent acts: a plan's actions carried out in its (safe) order, with the guards a careful
-on-call engineer would demand.
+"""The agent acts: a plan's actions carried out with the guards a careful on-call engineer would
+demand, and a journal that makes every act happen once.
 
-- roll_back_model: the previous champion becomes champion again (the registry's rollback);
-- open_incident / page_oncall: POSTed to ALERT_WEBHOOK_URL as Alertmanager's webhook JSON, with a
-  timeout and retries; without a webhook, to stderr and the registry's history;
-- trigger_retraining: a challenger trained on the training data plus the labelled traffic in
-  the log (src/registry/retrain.py), registered, gated, promoted if it passes;
+- open_incident / page_oncall: POSTed to ALERT_WEBHOOK_URL as Alertmanager's webhook JSON with an
+  Idempotency-Key; without a webhook, to stderr and the registry's history;
+- roll_back_model: the registry's rollback (the last good champion before this one);
+- trigger_retraining: a challenger trained on the training data plus the labelled traffic in the
+  log (src/registry/retrain.py), registered, gated, promoted if it passes;
 - raise_thresholds: recorded as a recommendation naming the settings to raise: nothing in this
   process can scale the platform, so it does not pretend to.
 
-Guards: a cooldown (no second promotion or rollback within AGENT_COOLDOWN_HOURS unless forced),
-idempotency (the same plan executed twice acts once) and a lock (two executors never act at once).
+The journal. A plan is identified by what it says (status, findings, actions, the window it
+judged), never by where it came from, so the same plan presented again (the CLI, POST /monitor, a
+rewritten file) acts once. Alerts go first, model moves after: a failing retraining can no longer
+cost the page. Before each act its intent is recorded, after it its outcome (done, failed with the
+error, or skipped with the reason); a plan that failed halfway is resumed by the next execution,
+which repeats nothing that was done. Guards: the cooldown (the agent obeys it), and a lock (two
+executors never act at once).
 """
 
 from __future__ import annotations
@@ -32,23 +37,56 @@ from sqlalchemy import text
 
 from src.agent.plan import AgentPlan
 from src.agent.rules import ACTION_NOTES
+from src.errors import ArtifactError, DataError, RefusedError, UnreachableError
 from src.registry.core import CHAMPION, Registry
-from src.settings import Settings
 
 WEBHOOK_TIMEOUT, WEBHOOK_TRIES = 5.0, 3
+ALERTS = ("open_incident", "page_oncall")
+# The journal's events in the registry's history: one per step, and one per execution.
+INTENT, DONE, FAILED, SKIPPED, EXECUTED = (
+    "act_intent",
+    "act_done",
+    "act_failed",
+    "act_skipped",
+    "executed",
+)
+JOURNAL = (INTENT, DONE, FAILED, SKIPPED, EXECUTED)
+# Exit codes every CLI shares (README: "Exit codes"); a step's failure says which applies.
+EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_FAILED = 1, 2, 3, 4
 _LOCK_KEY = 0x5ADC0DF
+# Where an input came from is not what the plan says: paths and file times stay out of its key.
+_PROVENANCE = frozenset({"from", "path", "modified", "default"})
+
+
+def judged_window(plan: AgentPlan) -> dict[str, Any]:
+    """The observations a plan judged (points, time ranges, the drift window), without where
+    they were read from."""
+    return {
+        name: {k: v for k, v in source.items() if k not in _PROVENANCE}
+        for name, source in sorted(plan.sources.items())
+    }
 
 
 def fingerprint(plan: AgentPlan) -> str:
-    """What makes two plans the same plan: the verdict and the observations it judged."""
+    """What makes two plans the same plan: the verdict and the window it judged."""
     key = {
         "status": plan.status,
         "actions": plan.actions,
+        "page_oncall": plan.page_oncall,
         "rules": plan.rules_fired,
-        "sources": plan.sources,
         "findings": plan.findings,
+        "window": judged_window(plan),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def steps(plan: AgentPlan) -> list[str]:
+    """The order of acting: alerts first (the incident, then the page), then the rest in the
+    plan's order (stop the harm, then repair)."""
+    alerts = [a for a in ("open_incident",) if a in plan.actions]
+    if plan.page_oncall or "page_oncall" in plan.actions:
+        alerts.append("page_oncall")
+    return alerts + [a for a in plan.actions if a not in ALERTS and a != "do_nothing"]
 
 
 @contextmanager
@@ -79,7 +117,7 @@ def acting(registry: Registry) -> Iterator[bool]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def alert_payload(plan: AgentPlan, action: str, *, now: datetime) -> dict[str, Any]:
+def alert_payload(plan: AgentPlan, action: str, *, now: datetime, key: str) -> dict[str, Any]:
     """Alertmanager's webhook JSON (version 4), one alert for this plan."""
     labels = {
         "alertname": "AdultIncomeModel",
@@ -93,7 +131,7 @@ def alert_payload(plan: AgentPlan, action: str, *, now: datetime) -> dict[str, A
         "annotations": {"summary": plan.rationale, "rules": ", ".join(plan.rules_fired)},
         "startsAt": now.isoformat(),
         "endsAt": "0001-01-01T00:00:00Z",
-        "fingerprint": fingerprint(plan),
+        "fingerprint": key,
     }
     return {
         "version": "4",
@@ -108,32 +146,85 @@ def alert_payload(plan: AgentPlan, action: str, *, now: datetime) -> dict[str, A
     }
 
 
-def post_webhook(url: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """POST with a timeout, retried with backoff; the outcome, never an exception."""
+def post_webhook(url: str, payload: dict[str, Any], *, key: str) -> dict[str, Any]:
+    """POST once per try with an Idempotency-Key; the outcome, never an exception. Tried again
+    only when the receiver surely did not take it (refused connection, 5xx, 429): a timeout may
+    have been delivered, so it is not repeated blindly (a rerun of the plan sends it again,
+    with the same key, for the receiver to drop if it has it)."""
     body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key}
     last = ""
     for attempt in range(1, WEBHOOK_TRIES + 1):
         request = urllib.request.Request(  # noqa: S310 - the operator configured this endpoint
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            url, data=body, headers=headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # noqa: S310
                 return {"result": "sent", "http_status": response.status, "attempts": attempt}
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
-        except (OSError, TimeoutError) as exc:
+            if exc.code < 500 and exc.code != 429:
+                break  # the receiver refused this body: sending it again changes nothing
+        except TimeoutError:  # socket.timeout is TimeoutError
+            return _undelivered(f"timed out after {WEBHOOK_TIMEOUT:g} s; not repeated")
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                return _undelivered(f"timed out after {WEBHOOK_TIMEOUT:g} s; not repeated")
+            last = f"{type(exc.reason).__name__}: {exc.reason}"
+        except OSError as exc:
             last = type(exc).__name__
         time.sleep(0.2 * attempt)
-    return {"result": "failed", "error": last, "attempts": WEBHOOK_TRIES}
+    return {**_undelivered(last), "attempts": attempt}
+
+
+def _undelivered(error: str) -> dict[str, Any]:
+    return {"result": "failed", "error": error, "failure": "unreachable", "attempts": 1}
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    """A step that raised: its error in one line and what kind of failure it is."""
+    if isinstance(exc, RefusedError):
+        kind = "refused"
+    elif isinstance(exc, DataError | ArtifactError):
+        kind = "bad input"
+    elif isinstance(exc, UnreachableError) or type(exc).__name__ in (
+        "OperationalError",
+        "InterfaceError",
+    ):
+        kind = "unreachable"
+    else:
+        kind = "error"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return {"result": "failed", "error": f"{type(exc).__name__}: {message}"[:500], "failure": kind}
+
+
+def unreachable_database() -> tuple[type[BaseException], ...]:
+    """The errors SQLAlchemy raises when the database does not answer."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return (OperationalError, InterfaceError)
+
+
+def exit_code(results: list[dict[str, Any]]) -> int:
+    """The CLI's exit code for an execution: 0 done (refusals by the gate included: the step was
+    carried out), 1 another executor held the lock, else the first failed step's kind."""
+    codes = {"refused": EXIT_REFUSED, "bad input": EXIT_BAD_INPUT}
+    codes |= {"unreachable": EXIT_UNREACHABLE, "error": EXIT_FAILED}
+    for result in results:
+        if result.get("result") == "failed":
+            return codes[result.get("failure", "error")]
+        if result.get("result", "").startswith("skipped: another executor"):
+            return EXIT_REFUSED
+    return 0
 
 
 class Executor:
-    """Carries out plans against one registry; every outcome goes to the history."""
+    """Carries out plans against one registry; every step goes to the journal."""
 
     def __init__(
         self,
         registry: Registry,
-        settings: Settings,
+        settings: Any,
         *,
         retrain: Callable[[], Path] | None = None,
         actor: str = "python -m src.agent_monitor --execute",
@@ -142,64 +233,110 @@ class Executor:
         self.retrain = retrain
 
     def execute(self, plan: AgentPlan, *, force: bool = False) -> list[dict[str, Any]]:
-        now = datetime.now(UTC)
         mark = fingerprint(plan)
         with acting(self.registry) as held:
             if not held:
                 return [{"action": "*", "result": "skipped: another executor is acting now"}]
-            done = [e for e in self.registry.history() if e["kind"] == "executed"]
-            if any((e["details"] or {}).get("plan") == mark for e in done):
+            journal = self._journal(mark)
+            if EXECUTED in journal.get("*", {}):
                 return [{"action": "*", "result": f"skipped: plan {mark} was executed already"}]
-            results = [self._act(action, plan, now=now, force=force) for action in plan.actions]
-            if plan.page_oncall and "page_oncall" not in plan.actions:
-                results.append(self._alert("page_oncall", plan, now))
-            self.registry.note(
-                "executed",
-                self.registry.alias(CHAMPION),
-                actor=self.actor,
-                reason=f"{plan.status} plan: {', '.join(plan.actions)}",
-                details={"plan": mark, "results": results},
-            )
+            now = datetime.now(UTC)
+            results = []
+            for action in steps(plan):
+                earlier = journal.get(action, {})
+                finished = earlier.get(DONE) or earlier.get(SKIPPED)
+                if finished is not None:  # a rerun resumes: what was done is not repeated
+                    results.append({**finished, "resumed": "done by an earlier execution"})
+                    continue
+                results.append(self._step(action, plan, mark, now=now, force=force))
+            failed = [r["action"] for r in results if r.get("result") == "failed"]
+            if not failed:
+                self._record(EXECUTED, "*", mark, plan, {"status": "done", "results": results})
+            else:
+                reason = f"{plan.status} plan: failed at {', '.join(failed)}; a rerun resumes"
+                self.registry.note(
+                    FAILED,
+                    self.registry.alias(CHAMPION),
+                    actor=self.actor,
+                    reason=reason,
+                    details={"plan": mark, "action": "*", "results": results},
+                )
         return results
 
-    def _act(self, action: str, plan: AgentPlan, *, now: datetime, force: bool) -> dict[str, Any]:
+    def _journal(self, mark: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """This plan's journal so far: per action, its latest outcome of each kind."""
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for event in self.registry.history(kinds=JOURNAL, details_contain=f'"plan": "{mark}"'):
+            details = event["details"] or {}
+            if details.get("plan") == mark:
+                found.setdefault(details.get("action", "*"), {})[event["kind"]] = details.get(
+                    "outcome", details
+                )
+        return found
+
+    def _record(
+        self, kind: str, action: str, mark: str, plan: AgentPlan, outcome: dict[str, Any]
+    ) -> None:
+        reason = f"{plan.status} plan {mark}: {action}"
+        if kind != INTENT:
+            reason += f": {outcome.get('result', outcome.get('status'))}"
+        details = {"plan": mark, "action": action, "outcome": outcome}
+        self.registry.note(
+            kind, self.registry.alias(CHAMPION), actor=self.actor, reason=reason, details=details
+        )
+
+    def _step(
+        self, action: str, plan: AgentPlan, mark: str, *, now: datetime, force: bool
+    ) -> dict[str, Any]:
+        self._record(INTENT, action, mark, plan, {})
+        try:
+            outcome = {"action": action, **self._act(action, plan, mark, now=now, force=force)}
+        except Exception as exc:  # recorded, never lost: the rest of the plan still runs
+            outcome = {"action": action, **_failure(exc)}
+        if outcome["result"] == "failed":
+            kind = FAILED
+        elif outcome["result"].startswith("skipped") or outcome["result"] == "refused":
+            kind = SKIPPED  # a decision (the cooldown, nothing to roll back to): not retried
+        else:
+            kind = DONE
+        self._record(kind, action, mark, plan, outcome)
+        return outcome
+
+    def _act(
+        self, action: str, plan: AgentPlan, mark: str, *, now: datetime, force: bool
+    ) -> dict[str, Any]:
+        if action in ALERTS:
+            return self._alert(action, plan, now, key=f"{mark}:{action}")
         if action == "roll_back_model":
-            return self._roll_back(now, force)
-        if action == "open_incident":
-            return self._alert(action, plan, now)
+            return self._roll_back(force)
         if action == "trigger_retraining":
             return self._retrain(now, force)
         if action == "raise_thresholds":
-            note = ACTION_NOTES["raise_thresholds"]
-            self.registry.note("recommended", None, actor=self.actor, reason=note)
             return {
-                "action": action,
                 "result": "recommended, not done: this process cannot scale the platform",
+                "note": ACTION_NOTES["raise_thresholds"],
                 "settings": "Cloud Run max instances / concurrency (design_gcp.md)",
             }
-        return {"action": action, "result": "nothing to do"}
+        return {"result": "nothing to do"}
 
-    def _roll_back(self, now: datetime, force: bool) -> dict[str, Any]:
+    def _roll_back(self, force: bool) -> dict[str, Any]:
         from src.registry.actions import rollback
 
         if not self.registry.champion_stack().candidates():
-            return {"action": "roll_back_model", "result": "skipped: no previous champion"}
+            return {"result": "skipped: no previous champion"}
         _, outcome = rollback(
             self.registry, self.settings, actor=self.actor, obey_cooldown=not force
         )
-        return {"action": "roll_back_model", "result": outcome["outcome"], **outcome}
+        return {**outcome, "result": outcome["outcome"]}
 
     def _retrain(self, now: datetime, force: bool) -> dict[str, Any]:
         from src.registry.actions import build_trees, promote
 
         recent = self.registry.cooling_down(self.settings.agent_cooldown_hours, now)
         if recent and not force:
-            return {
-                "action": "trigger_retraining",
-                "result": f"skipped: cooldown (the champion moved at {recent['ts']})",
-            }
+            return {"result": f"skipped: cooldown (the champion moved at {recent['ts']})"}
         if self.retrain is None:
-            return {"action": "trigger_retraining", "result": "skipped: no training data given"}
+            return {"result": "skipped: no training data given"}
         folder = self.retrain()
         version, _ = self.registry.register(folder, actor=self.actor)
         if self.settings.registry_compile:
@@ -213,19 +350,14 @@ class Executor:
             obey_cooldown=not force,
         )
         return {
-            "action": "trigger_retraining",
             "result": outcome["outcome"],
             "version": version,
             "gate": {k: outcome.get(k) for k in ("rows_from", "numbers", "reasons")},
         }
 
-    def _alert(self, action: str, plan: AgentPlan, now: datetime) -> dict[str, Any]:
-        payload = alert_payload(plan, action, now=now)
+    def _alert(self, action: str, plan: AgentPlan, now: datetime, *, key: str) -> dict[str, Any]:
         url = self.settings.alert_webhook_url
         if url:
-            outcome = post_webhook(url, payload)
-        else:
-            print(f"{action}: {plan.status}: {plan.rationale}", file=sys.stderr)
-            outcome = {"result": "written to stderr and the history (no ALERT_WEBHOOK_URL)"}
-        self.registry.note(action, None, actor=self.actor, reason=plan.rationale, details=outcome)
-        return {"action": action, **outcome}
+            return post_webhook(url, alert_payload(plan, action, now=now, key=key), key=key)
+        print(f"{action}: {plan.status}: {plan.rationale}", file=sys.stderr)
+        return {"result": "written to stderr and the history (no ALERT_WEBHOOK_URL)"}

@@ -90,6 +90,8 @@ def apply_llm(verdict: Verdict, plan: AgentPlan, config: LLMConfig, *, now: date
         reply = ask_llm(config, plan)
     except Exception as exc:  # network, timeout, HTTP error, refusal, garbage: all fall back
         note = {"llm": "unavailable; rules-only plan", "reason": type(exc).__name__}
+        if isinstance(exc, OSError):  # it did not answer (refused, timed out, unresolvable)
+            note["unreachable"] = True
         return plan.model_copy(update={"findings": [*plan.findings, note]})
     notes: dict[str, Any] = {"llm": "rationale written by the model"}
     status = verdict.status

@@ -13,7 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 ROW_DIGITS = 5  # rows per request are capped below 10**5 (settings.PREDICT_MAX_ROWS)
-_ID = re.compile(r"^([0-9a-f]{12})[0-9a-f]{16}-[0-9]{5}$")
+# Matched against the whole string (fullmatch): "$" would also match before a trailing newline.
+_ID = re.compile(r"([0-9a-f]{12})[0-9a-f]{16}-[0-9]{5}")
 # Issued after this moment, or not by this service (the format is older than any of its ids).
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 _CLOCK_SKEW = timedelta(minutes=5)
@@ -29,7 +30,7 @@ def prediction_ids(key: str, rows: int) -> list[str]:
 
 def why_never_issued(prediction_id: str, now: datetime) -> str | None:
     """None if this service could have issued the id; else why it could not have."""
-    match = _ID.match(prediction_id)
+    match = _ID.fullmatch(prediction_id)
     if match is None:
         return "not an id this service issues (12+16 hex digits, '-', 5 digits)"
     issued = datetime.fromtimestamp(int(match.group(1), 16) / 1000, UTC)

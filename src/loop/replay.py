@@ -26,13 +26,24 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from src.errors import DataError
+from src.errors import DataError, UnreachableError
 from src.fileio import run_cli
 from src.make_data import plant_shifts, read_uci
 from src.schema import FEATURES, NUMERIC, TARGET
 
-START = datetime(2026, 3, 1, tzinfo=UTC)
 HOURS = 192  # eight days: seven for the monitor's median, one more
+START_DAYS_AGO = 11  # the replay's first hour: midnight (UTC) this many days ago
+
+
+def default_start(now: datetime | None = None) -> datetime:
+    """Midnight UTC START_DAYS_AGO days ago: recent enough for the service to accept the event
+    times (EVENT_TIME_MAX_AGE_DAYS), old enough that every replayed hour has ended and had its
+    labels' day (the statistics' STATS_LABEL_DELAY_HOURS). The same all day, so a replay
+    continued with --first-hour lines up (scripts/demo_loop.sh also passes --start)."""
+    today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=START_DAYS_AGO)
+
+
 SHIFT_HOURS = 24
 ROWS_PER_HOUR = 1000
 BATCH_ROWS = 500
@@ -115,7 +126,10 @@ class Client:
             except OSError:
                 self.connection.close()
             if time.monotonic() > deadline:
-                raise DataError(f"the service at {self.connection.host} did not become ready")
+                raise UnreachableError(
+                    f"cannot reach the service at {self.connection.host}:{self.connection.port}"
+                    f" (not ready within {seconds:g} s)"
+                )
             time.sleep(0.25)
 
     def wait_written(self, seconds: float) -> None:
@@ -163,7 +177,10 @@ def replay(
     wait_seconds: float = 60.0,
     token: str | None = None,
     first_hour: int = 0,
+    start: datetime | None = None,
 ) -> dict[str, int]:
+    start = start or default_start()
+    start = start if start.tzinfo else start.replace(tzinfo=UTC)
     client = Client(url)
     client.wait_ready(wait_seconds)
     pool = servable(read_uci(raw_test), client.get("/metadata")["input_schema"])
@@ -174,17 +191,17 @@ def replay(
         shifted = hour >= first_hour + hours - shift_hours
         rows, labels = hour_of_traffic(pool, rng, rows=rows_per_hour, shifted=shifted)
         feedback = []
-        for batch, start in enumerate(range(0, len(rows), BATCH_ROWS)):
-            stamp = START + timedelta(hours=hour, minutes=batch)
+        for batch, offset in enumerate(range(0, len(rows), BATCH_ROWS)):
+            stamp = start + timedelta(hours=hour, minutes=batch)
             answer = client.post(
                 "/predict",
-                rows[start : start + BATCH_ROWS],
+                rows[offset : offset + BATCH_ROWS],
                 {"X-Request-ID": f"replay-h{hour:04d}-b{batch}", "X-Event-Time": stamp.isoformat()},
             )
             feedback += [
                 {"prediction_id": p["prediction_id"], "label": label}
                 for p, label in zip(
-                    answer["predictions"], labels[start : start + BATCH_ROWS], strict=True
+                    answer["predictions"], labels[offset : offset + BATCH_ROWS], strict=True
                 )
             ]
             sent += len(answer["predictions"])
@@ -210,7 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows-per-hour", type=int, default=ROWS_PER_HOUR)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument(
-        "--first-hour", type=int, default=0, help="continue a replay: hours after START"
+        "--first-hour", type=int, default=0, help="continue a replay: hours after --start"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for the service to be ready"
+    )
+    parser.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        default=None,
+        help=f"the first hour, ISO-8601 (default: midnight UTC {START_DAYS_AGO} days ago)",
     )
     args = parser.parse_args(argv)
 
@@ -222,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.url,
                 token=os.environ.get("SERVICE_TOKEN"),
                 first_hour=args.first_hour,
+                start=args.start,
+                wait_seconds=args.wait,
                 raw_test=args.raw_test,
                 hours=args.hours,
                 shift_hours=args.shift_hours,
@@ -229,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
             )
         except OSError as exc:
-            raise DataError(
+            raise UnreachableError(
                 f"{args.url}: cannot reach the service ({exc.strerror or exc})"
             ) from None
         print(

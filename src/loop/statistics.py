@@ -200,7 +200,12 @@ def rows_select(start: Any, end: Any) -> Any:
     p = predictions_table
     hour = epoch_hour(p.c.ts).label("hour")  # grouped by its label: BigQuery wants the alias
     return (
-        select(hour, p.c.model_version, func.count().label("rows"))
+        select(
+            hour,
+            p.c.model_version,
+            func.count().label("rows"),
+            func.max(p.c.ts).label("last_served"),
+        )
         .where(_in_hours(p.c.ts, start, end))
         .group_by(hour, p.c.model_version)
     )
@@ -354,11 +359,14 @@ def compute_hours(
     ]
     if ops:
         connection.execute(insert(hourly_ops_table), ops)
-    rows = {(r.hour, r.model_version): r.rows for r in connection.execute(found.pop("rows"))}
+    rows = {(r.hour, r.model_version): r for r in connection.execute(found.pop("rows"))}
     quality = {(r.hour, r.model_version): r for r in connection.execute(found.pop("quality"))}
     records = [
-        _quality_record(key, count, quality.get(key), final_before, now)
-        for key, count in rows.items()
+        {
+            **_quality_record(key, r.rows, quality.get(key), final_before, now),
+            "last_served": as_utc(r.last_served),
+        }
+        for key, r in rows.items()
     ]
     if records:
         connection.execute(insert(hourly_quality_table), records)
@@ -434,14 +442,14 @@ def refresh(
     final_before = min(current, hour_of(now - label_delay))
     fingerprint = reference_hash(references)
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            _tune_postgresql(connection)
+        horizon = _oldest_running_transaction(connection)  # first, before anything is read
         state = connection.execute(select(stats_state_table)).first()
         rebuilt = rebuild or state is None or state.reference != fingerprint
         marks = {
             "request_watermark": connection.execute(select(func.max(requests_table.c.id))).scalar()
             or 0,
             "labels_seen_until": now,
+            "xact_watermark": horizon,
         }
         if rebuilt:
             for table in (hourly_ops_table, hourly_quality_table, hourly_bins_table):
@@ -474,6 +482,18 @@ def refresh(
     return Refresh(len(hours), late, final_before, rebuilt)
 
 
+def _oldest_running_transaction(connection: Connection) -> int | None:
+    """PostgreSQL: every transaction older than this one has ended (so its rows are visible);
+    the next refresh reads again the rows of this one and later ones. Tunes the refresh too."""
+    if connection.dialect.name != "postgresql":
+        return None
+    horizon = connection.exec_driver_sql(
+        "SELECT txid_snapshot_xmin(txid_current_snapshot())"
+    ).scalar()
+    _tune_postgresql(connection)
+    return horizon
+
+
 def _tune_postgresql(connection: Connection) -> None:
     """For this transaction only. The planner cannot estimate how few distinct bins a CASE
     yields, guesses one group per row, and sorts 12 of the 13 grouping sets; the real groups
@@ -491,14 +511,15 @@ def _first_hour(connection: Connection) -> int | None:
         connection.execute(select(func.min(table.c.ts))).scalar()
         for table in (predictions_table, requests_table)
     ]
-    moments = [_as_datetime(f) for f in firsts if f is not None]
+    moments = [as_utc(f) for f in firsts if f is not None]
     return hour_of(min(moments)) if moments else None
 
 
-def _as_datetime(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).astimezone(UTC)
+def as_utc(value: Any) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back text, with or without offset;
+    the log writes UTC)."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # Labels are found by when they arrived; this much overlap between refreshes covers a label
@@ -508,18 +529,24 @@ LABEL_OVERLAP = timedelta(minutes=10)
 
 def _changed_hours(connection: Connection, state: Any, current: int) -> list[int]:
     """Hours (before the current one) that changed since the last refresh: a label arrived for
-    one of their rows, or traffic was logged into them out of time order (a backfill)."""
+    one of their rows, or traffic was logged into them out of time order (a backfill), or a
+    writer committed late. On PostgreSQL by the writing transaction: every row of a transaction
+    that had not ended when the last refresh began is read again (ids and times do not follow
+    commit order there). SQLite commits one writer at a time, so its ids do."""
     p, lab, r = predictions_table, labels_table, requests_table
-    since = _as_datetime(state.labels_seen_until) - LABEL_OVERLAP
+    horizon = getattr(state, "xact_watermark", None)
+    if connection.dialect.name == "postgresql" and horizon is not None:
+        new_labels, new_requests = lab.c.xact >= horizon, r.c.xact >= horizon
+    else:
+        since = as_utc(state.labels_seen_until) - LABEL_OVERLAP
+        new_labels, new_requests = lab.c.received_at >= since, r.c.id > state.request_watermark
     labelled = (
         select(epoch_hour(p.c.ts).label("hour"))
         .distinct()
         .join(lab, lab.c.prediction_id == p.c.prediction_id)
-        .where(lab.c.received_at >= since)
+        .where(new_labels)
     )
-    served = (
-        select(epoch_hour(r.c.ts).label("hour")).distinct().where(r.c.id > state.request_watermark)
-    )
+    served = select(epoch_hour(r.c.ts).label("hour")).distinct().where(new_requests)
     hours = {h for query in (labelled, served) for (h,) in connection.execute(query)}
     return sorted(h for h in hours if h < current)
 

@@ -51,6 +51,9 @@ requests_table = Table(
     Column("latency_ms", Float, nullable=False),
     Column("rows", Integer, nullable=False),
     Column("model_version", String(64), nullable=True),
+    # PostgreSQL: the transaction that wrote the row (txid_current(), the column's default): the
+    # statistics re-read rows of transactions that may not have committed at their last refresh.
+    Column("xact", BigInteger, nullable=True, index=True),
 )
 
 predictions_table = Table(
@@ -79,6 +82,7 @@ labels_table = Table(
     Column("prediction_id", String(PREDICTION_ID_LENGTH), nullable=False, index=True),
     Column("label", SmallInteger, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("xact", BigInteger, nullable=True, index=True),  # as in requests
 )
 
 FEATURE_NAMES = tuple(c.name for c in COLUMNS)
@@ -144,10 +148,28 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the log's schema to the latest version, whatever state it is in: empty, the first
-    version (from before migrations were tracked), or any later one. Safe to call from several
-    processes at once: they take turns, and all but the first find nothing to do."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the log's schema to the latest version (or `revision`), whatever state it is in:
+    empty, the first version (from before migrations were tracked), or any later one. Safe to
+    call from several processes at once: they take turns, and all but the first find nothing to
+    do."""
+    _migrate(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Back to `revision` ("base": nothing), under the same lock; each step keeps the rows the
+    older schema can hold (src/loop/migrations/)."""
+    _migrate(engine, "downgrade", revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        if "alembic_version" not in inspect(connection).get_table_names():
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _migrate(engine: Engine, direction: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
@@ -158,7 +180,7 @@ def upgrade(engine: Engine) -> None:
         tables = set(inspect(connection).get_table_names())
         if "predictions" in tables and "alembic_version" not in tables:
             command.stamp(config, "0001")  # a log written before migrations existed
-        command.upgrade(config, "head")
+        getattr(command, direction)(config, revision)
         connection.commit()
 
 
@@ -193,6 +215,8 @@ hourly_quality_table = Table(
     Column("pr_auc", Float, nullable=True),
     Column("final", Boolean, nullable=False),
     Column("computed_at", DateTime(timezone=True), nullable=False),
+    # The version's newest row in the hour: the one serving at the end of it is judged.
+    Column("last_served", DateTime(timezone=True), nullable=True),
 )
 
 hourly_bins_table = Table(
@@ -215,6 +239,9 @@ stats_state_table = Table(
     Column("labels_seen_until", DateTime(timezone=True), nullable=False),  # by arrival time
     Column("request_watermark", BigInteger, nullable=False),  # the newest requests.id seen
     Column("reference", String(64), nullable=True),  # hash of the bins the counts use
+    # PostgreSQL: the oldest transaction still running when the last refresh began; rows of it
+    # and of later transactions are read again (commit order, not id order).
+    Column("xact_watermark", BigInteger, nullable=True),
 )
 
 

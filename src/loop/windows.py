@@ -9,6 +9,7 @@ bins, not the number of rows.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from src.drift import DriftReport, FeatureReference, compare_counts
-from src.loop.statistics import hour_start
+from src.loop.statistics import as_utc, hour_start
 from src.loop.tables import hourly_bins_table, hourly_ops_table, hourly_quality_table
 
 DEFAULT_WINDOW_HOURS = 24
@@ -30,6 +31,12 @@ def _quality_point(q: Any) -> dict[str, Any]:
         "labelled": q.labelled,
         "model_version": q.model_version,
     }
+
+
+def _served_until(q: Any) -> tuple[datetime, int]:
+    """When a version last served in its hour (hours computed before this was kept: by rows)."""
+    last = as_utc(q.last_served) if q.last_served is not None else datetime.min
+    return (last.replace(tzinfo=UTC) if last.tzinfo is None else last, q.rows)
 
 
 def hourly_points(engine: Engine, *, min_labelled: int) -> list[dict[str, Any]]:
@@ -60,11 +67,10 @@ def hourly_points(engine: Engine, *, min_labelled: int) -> list[dict[str, Any]]:
             if q.final and q.labelled >= min_labelled and q.roc_auc is not None
         ]
         if judged:
-            points += [
-                {**base, **_quality_point(q)} for q in sorted(judged, key=lambda q: q.model_version)
-            ]
+            # The version serving at the end of the hour comes last: the agent judges it.
+            points += [{**base, **_quality_point(q)} for q in sorted(judged, key=_served_until)]
             continue
-        served = max(quality[hour], key=lambda q: q.rows, default=None)
+        served = max(quality[hour], key=_served_until, default=None)
         points.append(
             {
                 **base,

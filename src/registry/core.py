@@ -159,12 +159,19 @@ class Registry:
         return [Version(r.version, r.registered_at, r.source, json.loads(r.manifest)) for r in rows]
 
     def history(
-        self, limit: int | None = None, kinds: tuple[str, ...] | None = None
+        self,
+        limit: int | None = None,
+        kinds: tuple[str, ...] | None = None,
+        details_contain: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Events oldest first (the newest `limit` of them; only `kinds` when given)."""
-        query = select(model_events_table).order_by(model_events_table.c.id.desc())
+        """Events oldest first (the newest `limit` of them; only `kinds`, only those whose
+        details hold `details_contain`, when given)."""
+        events = model_events_table
+        query = select(events).order_by(events.c.id.desc())
         if kinds:
-            query = query.where(model_events_table.c.kind.in_(kinds))
+            query = query.where(events.c.kind.in_(kinds))
+        if details_contain:
+            query = query.where(events.c.details.contains(details_contain, autoescape=True))
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as connection:

@@ -29,16 +29,14 @@ from src.train import TrainingData, read_training_data, train
 def traffic_for_training(engine: Engine, *, hours: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Labelled traffic of the last `hours` (by event time) that ends before the gate's newest
     rows begin, and its range."""
-    from src.loop.statistics import _as_datetime
+    from src.loop.statistics import as_utc
     from src.loop.tables import predictions_table
 
     with engine.connect() as connection:
         latest = connection.execute(select(func.max(predictions_table.c.ts))).scalar()
     if latest is None:
         return pd.DataFrame(columns=["ts", *FEATURES, TARGET]), {"rows": 0}
-    rows = recent_labelled(
-        engine, limit=10_000_000, since=_as_datetime(latest) - timedelta(hours=hours)
-    )
+    rows = recent_labelled(engine, limit=10_000_000, since=as_utc(latest) - timedelta(hours=hours))
     gate, rows = rows.iloc[:GATE_ROWS], rows.iloc[GATE_ROWS:]  # newest first
     if len(gate):
         rows = rows[rows["ts"] < gate["ts"].min()]  # ties at the boundary stay the gate's

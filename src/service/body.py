@@ -4,7 +4,7 @@ the one shape every error response has."""
 from __future__ import annotations
 
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -110,12 +110,25 @@ def parse_rows(
     return rows, None, None
 
 
-def event_time(header: str | None, accept_header: bool) -> datetime:
-    """When the rows happened: now, or the X-Event-Time of a replay where the setting allows it."""
+EVENT_TIME_AHEAD = timedelta(minutes=5)  # clock skew a client may have
+
+
+def event_time(header: str | None, accept_header: bool, max_age: timedelta) -> datetime:
+    """When the rows happened: now, or the X-Event-Time of a replay where the setting allows it,
+    within [now - max_age, now + 5 min]: one row stamped years ago would make the statistics
+    compute every hour in between."""
+    now = datetime.now(UTC)
     if not (header and accept_header):
-        return datetime.now(UTC)
+        return now
     try:
         stamp = datetime.fromisoformat(header)
     except ValueError:
         raise HTTPException(400, "X-Event-Time must be an ISO-8601 date-time") from None
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    if not now - max_age <= stamp <= now + EVENT_TIME_AHEAD:
+        raise HTTPException(
+            400,
+            f"X-Event-Time {stamp.isoformat()} is outside [now - {max_age.days} days, now + 5 "
+            "minutes] (EVENT_TIME_MAX_AGE_DAYS)",
+        )
+    return stamp

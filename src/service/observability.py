@@ -26,7 +26,7 @@ from src.multiprocess_metrics import HELP, MetricFiles, export, forget_the_dead
 REQUEST_ID_HEADER = "x-request-id"
 # A client's request id is echoed only if it is short and plain; anything else gets a fresh one,
 # so ids cannot smuggle newlines or megabytes into logs.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: "$" allows "\n"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PROBABILITY_EDGES = np.linspace(0.0, 1.0, 11)[1:]  # upper bounds 0.1 .. 1.0
 _EDGE_LIST = PROBABILITY_EDGES.tolist()
@@ -177,7 +177,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            if _VALID_REQUEST_ID.match(candidate):
+            if _VALID_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
     return os.urandom(16).hex()  # a fresh id: 128 random bits, as a uuid4's hex without the object

@@ -70,7 +70,10 @@ MONITOR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "execute: true while AGENT_EXECUTE_OVER_HTTP is off, or a wrong token",
     },
     413: TOO_LARGE,
-    503: {"model": ErrorResponse, "description": "Default files missing or unreadable"},
+    503: {
+        "model": ErrorResponse,
+        "description": "Default files missing or unreadable, or the executor could not start",
+    },
 }
 FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid labels"},
@@ -94,9 +97,12 @@ def execute_elsewhere(
             (work / "drift.json").write_text(drift.model_dump_json())
             command += ["--drift", str(work / "drift.json")]
         done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
-        if done.returncode != 0:
-            raise HTTPException(500, f"executing the plan failed: {done.stderr.strip()[-300:]}")
-        return yaml.safe_load((work / "plan.yaml").read_text()).get("executed") or []
+        plan = work / "plan.yaml"
+        if not plan.is_file():  # it could not even judge: nothing was done
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1][-300:]
+            raise HTTPException(503, f"executing the plan failed before acting: {last}")
+        # Failed steps are in the plan's results (and the history); a rerun resumes them.
+        return yaml.safe_load(plan.read_text()).get("executed") or []
 
 
 def may_execute(request: Request, settings: Settings) -> None:

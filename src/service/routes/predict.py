@@ -9,6 +9,7 @@ app's handlers; the OpenAPI entry is written out in src/service/openapi.py.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ class PredictEndpoint:
         self.max_rows = settings.max_rows
         self.max_body = settings.max_body_bytes
         self.accept_event_time = settings.accept_event_time
+        self.event_time_max_age = timedelta(days=settings.event_time_max_age_days)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         scope["route"] = self
@@ -41,7 +43,9 @@ class PredictEndpoint:
             return
         headers = request_headers(scope)
         state = scope["state"]  # read back by the middleware, which logs the request
-        state["event_time"] = event_time(headers.get("x-event-time"), self.accept_event_time)
+        state["event_time"] = event_time(
+            headers.get("x-event-time"), self.accept_event_time, self.event_time_max_age
+        )
         body = await read_json_body(headers, receive, self.max_body)
         rows, matrix, failure = parse_rows(body, predictor, self.max_rows)
         if failure is not None:

@@ -49,3 +49,9 @@ def upgrade() -> None:
         sa.Column("label", sa.SmallInteger, nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     )
+
+
+def downgrade() -> None:
+    op.drop_table("feedback")
+    op.drop_table("predictions")
+    op.drop_table("requests")

@@ -54,3 +54,12 @@ def upgrade() -> None:
         sa.Column("request_watermark", sa.BigInteger, nullable=False),
         sa.Column("reference", sa.String(64), nullable=True),
     )
+
+
+def downgrade() -> None:
+    # Derived tables only: a refresh after the next upgrade computes them again.
+    op.drop_table("stats_state")
+    op.drop_index("ix_labels_received_at", table_name="labels")
+    op.drop_table("hourly_bins")
+    op.drop_table("hourly_quality")
+    op.drop_table("hourly_ops")

@@ -40,3 +40,9 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("details", sa.Text, nullable=True),
     )
+
+
+def downgrade() -> None:
+    op.drop_table("model_events")
+    op.drop_table("model_aliases")
+    op.drop_table("model_versions")
