@@ -27,6 +27,7 @@ SECTIONS = (
     "load",
     "mitigation",
     "swap",
+    "contention",
 )
 
 
@@ -81,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("hey")
             result = swap.run(args.artifacts)
+        elif section == "contention":
+            from bench import contention
+
+            ensure_tools("hey")
+            result = contention.run(args.artifacts)
         elif section == "load":
             from bench import load
 

@@ -81,6 +81,9 @@ def _first_line(exc: BaseException) -> str:
 def _execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, object]]:
     import tempfile
 
+    from src.threads import configure_openmp, politely
+
+    configure_openmp()  # before LightGBM loads (a retraining imports it)
     from src.agent.executor import Executor
     from src.registry.core import opened_registry
     from src.registry.retrain import retrain
@@ -93,14 +96,16 @@ def _execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, obje
         tempfile.TemporaryDirectory(prefix="retrain-") as work,
     ):
 
-        def challenger() -> Path:
-            return retrain(
-                data,
-                registry.engine,
-                Path(work),
-                hours=settings.retrain_traffic_hours,
-                trials=settings.retrain_trials,
-                params=registry.champion_hyperparameters(),
+        def challenger() -> Path:  # the machine serves too: the retraining yields to it
+            return politely(
+                lambda: retrain(
+                    data,
+                    registry.engine,
+                    Path(work),
+                    hours=settings.retrain_traffic_hours,
+                    trials=settings.retrain_trials,
+                    params=registry.champion_hyperparameters(),
+                )
             )
 
         return Executor(registry, settings, retrain=challenger).execute(plan, force=force)

@@ -11,6 +11,7 @@ the training-time probabilities to 1e-9.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import platform
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
 
 
+@functools.cache
 def build_key() -> str:
     """What a compiled object depends on besides the model: the compiler and the CPU (code built
     with one CPU's features may crash on another)."""
@@ -54,3 +56,28 @@ def compiled_trees(booster: Any, object_code: bytes | None = None) -> tuple[Any,
         code = cache.read_bytes()
     entry = ctypes.cast(compiled._c_entry_func, ENTRY)  # private in lleaves 1.3 (pinned)
     return entry, compiled, code
+
+
+class FolderBuilds:
+    """Compiled trees kept in an artifact folder the service serves directly (ARTIFACTS_DIR), in
+    `.builds/` with their sha256 beside them. The folder is trusted as its pickles are; the hash
+    catches a torn or truncated write, and a file that does not match is compiled anew. A
+    read-only folder (a container's volume) just compiles every time, as before."""
+
+    def __init__(self, folder: Path, version: str) -> None:
+        self.path = folder / ".builds" / f"{version}-{build_key()}.o"
+
+    def read(self) -> bytes | None:
+        try:
+            code = self.path.read_bytes()
+            expected = self.path.with_suffix(".sha256").read_text().strip()
+        except OSError:
+            return None
+        return code if hashlib.sha256(code).hexdigest() == expected else None
+
+    def keep(self, object_code: bytes) -> None:
+        from src.fileio import write_bytes_atomic
+
+        write_bytes_atomic(self.path, object_code)
+        digest = hashlib.sha256(object_code).hexdigest()
+        write_bytes_atomic(self.path.with_suffix(".sha256"), digest.encode())

@@ -259,6 +259,7 @@ def proxy_check(
     *,
     categorical: list[int],
     seed: int,
+    threads: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """How well the model's (encoded) inputs predict each sensitive attribute: the cross-validated
     ROC-AUC of a small LightGBM separating the attribute's largest group from the rest.
@@ -277,7 +278,7 @@ def proxy_check(
             learning_rate=0.1,
             num_leaves=15,
             random_state=seed,
-            n_jobs=2,
+            n_jobs=threads,
             deterministic=True,
             force_row_wise=True,
             verbose=-1,

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from src.choices import CANDIDATES, TRAINABLE
 from src.evaluate import (
     FAIRNESS_ATTRIBUTES,
     GAP_LIMIT,
@@ -33,9 +34,6 @@ from src.evaluate import (
     headline_gaps,
 )
 
-TRAINABLE = ("none", "no_proxy", "reweighing")
-EVALUATED_ONLY = ("exponentiated_gradient", "threshold_optimizer")
-CANDIDATES = TRAINABLE + EVALUATED_ONLY
 # Needs the sensitive attribute at decision time: never run unless named.
 OPT_IN = ("threshold_optimizer",)
 DEFAULT_CANDIDATES = tuple(c for c in CANDIDATES if c not in OPT_IN)

@@ -41,7 +41,7 @@ from src.mitigation import (
 )
 from src.report import MITIGATION_JSON
 from src.schema import SENSITIVE
-from src.train import (
+from src.training import (
     CV_FOLDS,
     DECISION_THRESHOLD,
     carve_holdout,

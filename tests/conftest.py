@@ -1,29 +1,66 @@
-"""Shared fixtures: one small training run per test session, in a temp dir (never artifacts/)."""
+"""Shared fixtures: one small training run per test session, in a temp dir (never artifacts/), and
+an environment of the suite's own: whatever the shell (or `make`, which exports
+PREDICTION_LOG_DIR=var) says, tests never read or write the checkout's var/ or artifacts/."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import configuration as hypothesis_configuration
 
-from src.train import TrainResult, train
+from src.settings import Settings
+from src.threads import configure_openmp
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 CHALLENGE = ROOT.parent / "shared" / "challenge-data"
+VAR = ROOT / "var"
 # Few trials keep the suite fast; determinism and quality hold for any trial count.
 TEST_TRIALS = 2
-# Services started by tests (in-process or as subprocesses) log predictions into a temp folder,
-# never into the checkout.
-os.environ.setdefault("PREDICTION_LOG_DIR", tempfile.mkdtemp(prefix="prediction-log-"))
+
+# Every setting from the caller's environment goes: a test states what it needs.
+for _field in Settings.model_fields.values():
+    if _field.alias:
+        os.environ.pop(_field.alias, None)
+os.environ.pop("TRAIN_THREADS", None)
+# Services started by tests (in-process or as subprocesses) keep their log, registry and live
+# outputs in a temp folder, never in the checkout.
+_STATE = Path(tempfile.mkdtemp(prefix="test-state-"))
+os.environ["PREDICTION_LOG_DIR"] = str(_STATE / "log")
+os.environ["MONITOR_LIVE_DIR"] = str(_STATE / "live")
 # Registering a set compiles its trees (about 10 s each); the tests that check the kept build
 # turn it back on.
-os.environ.setdefault("REGISTRY_COMPILE", "false")
+os.environ["REGISTRY_COMPILE"] = "false"
+configure_openmp()  # as the entry points do, before LightGBM loads
 # Hypothesis (under schemathesis) keeps a cache folder; keep it out of the checkout too.
 hypothesis_configuration.set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
+
+from src.training import TrainResult, train  # noqa: E402 - after the environment above
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    if not folder.is_dir():
+        return {}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_state_untouched() -> Iterator[None]:
+    """The suite leaves the checkout's var/ as it found it (it used to register its own models
+    in the user's registry, next to the user's champion)."""
+    before = _snapshot(VAR)
+    yield
+    after = _snapshot(VAR)
+    changed = sorted(set(before) ^ set(after) | {k for k in before if before[k] != after.get(k)})
+    assert not changed, f"the tests changed the checkout's var/: {changed[:5]}"
 
 
 @pytest.fixture(scope="session")

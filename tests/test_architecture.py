@@ -10,7 +10,14 @@ import pytest
 from tests.conftest import ROOT
 
 SRC = ROOT / "src"
-TRAINING = {"src.train", "src.features", "src.evaluate", "src.mitigation", "src.mitigation_table"}
+TRAINING = {
+    "src.train",
+    "src.training",
+    "src.features",
+    "src.evaluate",
+    "src.mitigation",
+    "src.mitigation_table",
+}
 MAX_FUNCTION_LINES = 60
 
 

@@ -24,7 +24,7 @@ from src.mitigation import (
 )
 from src.predictor import Predictor
 from src.schema import FEATURES, SENSITIVE
-from src.train import DEFAULT_PARAMS, TrainResult, train
+from src.training import DEFAULT_PARAMS, TrainResult, train
 from tests.conftest import DATA
 
 SMALL_PARAMS = {**DEFAULT_PARAMS, "n_estimators": 40}

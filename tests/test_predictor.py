@@ -12,10 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from src.artifacts import load_bundle
+from src.compiled import FolderBuilds
 from src.data import load_dataset, split_dataset
 from src.predictor import MAX_ENGINE_DIFFERENCE, ROW_WISE_BELOW, Predictor
 from src.schema import FEATURES
-from src.train import carve_holdout
+from src.service.state import load_predictor
+from src.settings import Settings
+from src.training import carve_holdout
 from tests.conftest import DATA
 
 
@@ -119,3 +122,19 @@ def test_fast_path_never_accepts_what_the_contract_rejects(
 def test_self_check_passes_and_reports_the_difference(predictors: dict[str, Predictor]) -> None:
     for predictor in predictors.values():
         assert predictor.self_check() <= MAX_ENGINE_DIFFERENCE
+
+
+def test_a_served_folder_keeps_its_compiled_trees_and_ignores_a_torn_copy(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    state = load_predictor(Settings(ARTIFACTS_DIR=artifacts_dir, LOG_PREDICTIONS=False))
+    assert state.predictor is not None
+    kept = FolderBuilds(artifacts_dir, state.predictor.version)
+    code = kept.read()
+    assert code  # compiled once, kept beside the set for the next process
+    builds = FolderBuilds(tmp_path, "v1")
+    assert builds.read() is None
+    builds.keep(code)
+    assert builds.read() == code
+    builds.path.write_bytes(code[: len(code) // 2])  # torn: never loaded
+    assert builds.read() is None

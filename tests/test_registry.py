@@ -37,7 +37,7 @@ from src.schema import FEATURES, MODEL_INPUTS, TARGET
 from src.service.factory import create_app
 from src.service.state import StoreBuilds, load_predictor
 from src.settings import Settings
-from src.train import carve_holdout, train
+from src.training import carve_holdout, train
 from tests.conftest import DATA, ROOT
 from tests.test_inference import Server, http
 from tests.test_prediction_log import _postgres_database

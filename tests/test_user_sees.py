@@ -16,7 +16,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from src import agent_monitor, train
+from src import agent_monitor, train, training
 from src.agent import ACTIONS, RULES
 from src.agent.plan import order_actions
 from src.service.factory import create_app
@@ -52,7 +52,7 @@ def test_report_keeps_describing_the_loaded_model_after_a_retrain(
     shutil.copytree(artifacts_dir, folder)
     with _client(folder) as client:
         before = client.get("/metadata").json()
-        train.train(DATA / "adult_synth.csv", folder, seed=7, trials=0)  # a new set, same folder
+        training.train(DATA / "adult_synth.csv", folder, seed=7, trials=0)  # a new set, same folder
         page = client.get("/report").text
         assert client.get("/metadata").json() == before
     # The page still shows what is loaded and answering, hashes and all.
@@ -260,9 +260,9 @@ def test_baseline_comparison_calls_a_clear_loss_and_a_tie() -> None:
     y = pd.Series(rng.integers(0, 2, 2000))
     good = y + rng.normal(0, 0.8, len(y))
     worse = y + rng.normal(0, 2.0, len(y))
-    assert train.baseline_comparison(y, worse, good, seed=0)["verdict"] == "baseline better"
-    assert train.baseline_comparison(y, good, worse, seed=0)["verdict"] == "model better"
-    assert train.baseline_comparison(y, good, good, seed=0)["verdict"] == "no clear difference"
+    assert training.baseline_comparison(y, worse, good, seed=0)["verdict"] == "baseline better"
+    assert training.baseline_comparison(y, good, worse, seed=0)["verdict"] == "model better"
+    assert training.baseline_comparison(y, good, good, seed=0)["verdict"] == "no clear difference"
 
 
 def test_training_warns_when_the_baseline_wins_on_the_challenge_file(

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from src.data import dataset_from_frames
 from src.registry.gate import GATE_ROWS, recent_labelled
 from src.schema import FEATURES, TARGET
-from src.train import TrainingData, read_training_data, train
+from src.training import TrainingData, read_training_data, train
 
 
 def traffic_for_training(engine: Engine, *, hours: int) -> tuple[pd.DataFrame, dict[str, Any]]:

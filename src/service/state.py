@@ -16,10 +16,11 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from src.artifacts import load_bundle
+from src.compiled import FolderBuilds, build_key
 from src.errors import ArtifactError
 from src.loop.tables import make_engine
 from src.loop.writer import PredictionLog
-from src.predictor import Predictor
+from src.predictor import Predictor, TreeBuilds
 from src.registry.core import CHAMPION, Registry, champion_folder
 from src.service.observability import ServiceMetrics
 from src.settings import Settings
@@ -66,20 +67,15 @@ class ModelState:
 
 
 class StoreBuilds:
-    """A version's compiled trees in the registry's store (src/compiled.py)."""
-
-    _key: str | None = None
+    """A version's compiled trees in the registry's store, their hash in its database
+    (src/compiled.py)."""
 
     def __init__(self, registry: Registry, version: str) -> None:
         self.registry, self.version = registry, version
 
-    @classmethod
-    def key(cls) -> str:
-        if cls._key is None:
-            from src.compiled import build_key
-
-            cls._key = build_key()
-        return cls._key
+    @staticmethod
+    def key() -> str:
+        return build_key()
 
     def read(self) -> bytes | None:
         return self.registry.read_build(self.version, self.key())
@@ -89,11 +85,13 @@ class StoreBuilds:
 
 
 def verified_predictor(
-    folder: Path, settings: Settings, builds: StoreBuilds | None = None
+    folder: Path, settings: Settings, builds: TreeBuilds | None = None
 ) -> tuple[Predictor, float]:
     """A predictor for the set in `folder`, checked: hashes, library versions, the 1e-9
     self-check, a warm-up. Raises on any failure."""
     bundle = load_bundle(folder)
+    if builds is None and settings.predict_engine == "lleaves":
+        builds = FolderBuilds(folder, bundle.version)  # ARTIFACTS_DIR: kept in the folder
     try:
         predictor = Predictor(
             bundle, engine=settings.predict_engine, max_rows=settings.max_rows, builds=builds
