@@ -93,6 +93,22 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+# What a run writes that says when it ran, not what it trained: kept in metrics.json (the spec asks
+# for the timestamp) and the manifest, never in the version, so the same data, code and
+# parameters give one version.
+VOLATILE_METRICS = ("timestamp", "train_seconds")
+
+
+def identity_digest(name: str, data: bytes) -> str:
+    """A file's hash for the set's identity: its bytes, but metrics.json without the time."""
+    import hashlib
+
+    if name == METRICS_FILE:
+        metrics = {k: v for k, v in json.loads(data).items() if k not in VOLATILE_METRICS}
+        data = json.dumps(metrics, sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
 def write_artifact_set(outdir: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
     """Write every file into a staging folder, then move them into `outdir`, manifest last.
 
@@ -108,7 +124,11 @@ def write_artifact_set(outdir: Path, files: dict[str, bytes], manifest: dict[str
     try:
         for name, data in files.items():
             _fsync_write(staging / name, data)
-        manifest = {**manifest, "files": {n: sha256_file(staging / n) for n in files}}
+        manifest = {
+            **manifest,
+            "files": {n: sha256_file(staging / n) for n in files},
+            "identity": {n: identity_digest(n, data) for n, data in files.items()},
+        }
         _fsync_write(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
         (outdir / MANIFEST_FILE).unlink(missing_ok=True)
         for name in files:
@@ -119,11 +139,14 @@ def write_artifact_set(outdir: Path, files: dict[str, bytes], manifest: dict[str
 
 
 def model_version(manifest: dict[str, Any]) -> str:
-    """The set's identity: a hash of its files' hashes. Two sets trained on the same data with
-    other seeds or settings differ; the same set registered twice is the same version."""
+    """The set's identity: a hash of what was trained (its files' identity hashes: the data, the
+    code's commit, the parameters, the model bytes; not the time). Two sets trained on the same
+    data with other seeds or settings differ; the same training run twice is one version. Sets
+    from before the identity was recorded are named by their files' hashes, as they were."""
     import hashlib
 
-    listing = "\n".join(f"{name}:{digest}" for name, digest in sorted(manifest["files"].items()))
+    identity = manifest.get("identity") or manifest["files"]
+    listing = "\n".join(f"{name}:{digest}" for name, digest in sorted(identity.items()))
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 

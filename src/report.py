@@ -313,11 +313,13 @@ def build_card(
         REGISTRY_SLOT,
         _limits_section(metrics),
     ]
-    meta = f"trained {esc(metrics['timestamp'])} · git {esc(metrics.get('git_sha') or 'unknown')}"
+    # No time in the card: it is part of the set, whose version is what was trained, not when
+    # (the served part and the history say when).
+    meta = f"git {esc(metrics.get('git_sha') or 'unknown')} · seed {metrics['seed']}"
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Model card: adult income classifier, trained {esc(metrics['timestamp'])}</title>"
+        "<title>Model card: adult income classifier</title>"
         f"<style>{CSS}</style></head><body>"
         '<header><div class="inner"><h1>Model card: adult income classifier</h1>'
         f'<div class="meta">{meta}</div>'
@@ -358,9 +360,8 @@ def _details_section(metrics: dict[str, Any]) -> str:
     ]
     kpis = "".join(
         [
-            _kpi(esc(metrics["timestamp"][:19].replace("T", " ")), "trained (UTC)"),
             _kpi(f"{metrics['n_train']:,} / {metrics['n_val']:,}", "train / validation rows"),
-            _kpi(f"{metrics.get('train_seconds') or 0:.0f} s", "training time"),
+            _kpi(f"{metrics['hpo']['trials']}", "search trials"),
         ]
     )
     hpo = metrics["hpo"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import statistics
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -410,11 +409,11 @@ def _judge_seconds(n: int) -> float:
     lines = [_point(h, 0.9 - h * 1e-5, "a") for h in range(n)]  # falling: the longest streak
     points = parse_metrics_lines(lines, source="t")
     times = []
-    for _ in range(3):
+    for _ in range(5):  # CPU time, the least of five: what the work costs, not the machine's mood
         started = time.process_time()
         judge(points, None)
         times.append(time.process_time() - started)
-    return statistics.median(times)
+    return min(times)
 
 
 def test_monitor_grows_linearly_with_its_points() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from src import train as train_module
 from src import training
-from src.artifacts import MANIFEST_FILE, MODEL_FILE, load_bundle
+from src.artifacts import MANIFEST_FILE, MODEL_FILE, load_bundle, model_version
 from src.data import load_dataset, split_dataset
 from src.errors import ArtifactError
 from src.fileio import sha256_file
@@ -209,3 +210,19 @@ def test_training_failure_midway_leaves_the_previous_set_intact(
     assert json.loads((outdir / MANIFEST_FILE).read_text()) == before
     load_bundle(outdir)  # still complete and verifiable
     assert not list(outdir.glob(".staging-*"))
+
+
+def test_the_same_training_twice_is_one_version(tmp_path: Path) -> None:
+    """A version is what was trained (data, code, parameters, model bytes), not when: three
+    trainings with identical metrics used to register three versions."""
+    data = _noise_csv(tmp_path / "noise.csv", rows=1200)
+    first = train(data, tmp_path / "a", seed=3, trials=0)
+    time.sleep(1.1)  # another second on the clock
+    second = train(data, tmp_path / "b", seed=3, trials=0)
+    manifests = [json.loads((f.outdir / MANIFEST_FILE).read_text()) for f in (first, second)]
+    assert manifests[0]["created_at"] != manifests[1]["created_at"]
+    assert model_version(manifests[0]) == model_version(manifests[1])
+    other = train(data, tmp_path / "c", seed=4, trials=0)
+    assert model_version(json.loads((other.outdir / MANIFEST_FILE).read_text())) != model_version(
+        manifests[0]
+    )

@@ -19,7 +19,14 @@ class MetricPoint(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
-    ts: datetime = Field(validation_alias=AliasChoices("ts", "timestamp"), strict=False)
+    # The schema states the years it takes: a time at the edge of the calendar (year 1 with a
+    # positive offset) has no UTC equivalent, and is refused with a 400 that says so.
+    ts: datetime = Field(
+        validation_alias=AliasChoices("ts", "timestamp"),
+        strict=False,
+        json_schema_extra={"pattern": "^(19[7-9][0-9]|[2-8][0-9]{3})-"},
+        description="ISO-8601 date-time, years 1970-8999; naive times are taken as UTC",
+    )
     # null where the hour had no quality figure (too few labels, not final yet) or no traffic
     roc_auc: Rate | None
     pr_auc: Rate | None

@@ -22,6 +22,7 @@ from src.artifacts import (
     HOLDOUT_ROWS_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
+    identity_digest,
     model_version,
     read_manifest,
     read_verified,
@@ -204,6 +205,10 @@ class Registry:
         manifest = read_manifest(source)
         # Every file against its hash, now; the bytes checked are the bytes stored.
         blobs = {name: read_verified(source, name, manifest) for name in manifest["files"]}
+        if "identity" in manifest:  # the version is computed from the bytes, not taken on trust
+            identity = {name: identity_digest(name, data) for name, data in blobs.items()}
+            if identity != manifest["identity"]:
+                raise ArtifactError(f"{source}: the manifest's identity does not match its files")
         version = model_version(manifest)
         with self.engine.begin() as connection:
             known = connection.execute(
