@@ -40,10 +40,12 @@ data: $(STAMP)  ## rebuild data/ from data/raw (byte-identical every run)
 train: $(STAMP)  ## train on data/adult_synth.csv into artifacts/
 	$(PY) -m src.train --data data/adult_synth.csv --outdir $(ARTIFACTS)/ --trials $(TRIALS)
 
-$(ARTIFACTS)/manifest.json:
+# The set `make demo` serves: trained again only when what it was trained from changed (so two
+# demos register one version); `make train` always trains.
+$(ARTIFACTS)/manifest.json: data/adult_synth.csv requirements.txt $(wildcard src/*.py) | $(STAMP)
 	$(MAKE) train
 
-serve: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve the registry's champion on 127.0.0.1:8000 (PORT=...)
+serve: $(STAMP) | $(ARTIFACTS)/manifest.json  ## serve the registry's champion on 127.0.0.1:8000 (PORT=...)
 	$(BIN)/uvicorn src.app:app --host 127.0.0.1 --port $(PORT) --no-access-log
 
 drift: $(STAMP)  ## drift of the shifted sample against the reference -> artifacts/drift_report.json
@@ -52,19 +54,22 @@ drift: $(STAMP)  ## drift of the shifted sample against the reference -> artifac
 monitor: $(STAMP)  ## the monitoring agent's plan -> artifacts/agent_plan.yaml
 	$(PY) -m src.agent_monitor --metrics data/metrics_history.jsonl --drift data/drift_latest.json --out $(ARTIFACTS)/agent_plan.yaml
 
-fairness: $(STAMP) $(ARTIFACTS)/manifest.json  ## every fairness mitigation, measured -> artifacts/mitigation.md
+fairness: $(STAMP) | $(ARTIFACTS)/manifest.json  ## every fairness mitigation, measured -> artifacts/mitigation.md
 	$(PY) -m src.mitigation_table --artifacts $(ARTIFACTS)
 
 report: $(STAMP)  ## the model card with the drift report and plan -> artifacts/report.html
 	$(PY) -m src.report --artifacts $(ARTIFACTS) --out $(ARTIFACTS)/report.html \
 		--drift $(ARTIFACTS)/drift_report.json --plan $(ARTIFACTS)/agent_plan.yaml --live $(LIVE)
 
-loop: $(STAMP) $(ARTIFACTS)/manifest.json  ## serve, replay labelled traffic, monitor what was served
+loop: $(STAMP) | $(ARTIFACTS)/manifest.json  ## serve, replay labelled traffic, monitor what was served
 	ARTIFACTS=$(ARTIFACTS) MONITOR_LIVE_DIR=$(LIVE) scripts/demo_loop.sh
 
-demo: $(STAMP)  ## the main job, end to end, from an empty var/demo (writes only ignored paths)
-	rm -rf var/demo
-	$(MAKE) train drift monitor fairness loop report PREDICTION_LOG_DIR=var/demo
+demo: $(STAMP)  ## the main job, end to end, on a fresh var/ that the commands after it use as it is
+	scripts/fresh_state.sh $(PREDICTION_LOG_DIR)
+	$(MAKE) $(ARTIFACTS)/manifest.json
+	$(PY) -m src.registry register $(ARTIFACTS)
+	$(MAKE) drift monitor fairness loop report
+	@scripts/demo_next.sh
 
 reference-run: demo  ## refresh the committed reference run in docs/reference-run/
 	scripts/reference_run.sh
@@ -75,7 +80,7 @@ record-demo: $(STAMP)  ## re-record `make demo` -> docs/demo.cast + docs/demo.gi
 container-smoke:  ## build the image, train + serve in it, check the endpoints over 127.0.0.1
 	scripts/container_smoke.sh
 
-bench: $(STAMP) $(ARTIFACTS)/manifest.json  ## speed goals, measured -> bench/results/
+bench: $(STAMP) | $(ARTIFACTS)/manifest.json  ## speed goals, measured -> bench/results/
 	$(PY) -m bench.run
 
 test: $(STAMP)  ## the test suite

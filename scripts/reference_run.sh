@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARTIFACTS=${ARTIFACTS:-artifacts}
-LIVE=${MONITOR_LIVE_DIR:-var/demo/live}
+LIVE=${MONITOR_LIVE_DIR:-var/live}
 out=docs/reference-run
 mkdir -p "$out/live"
 for name in metrics.json fairness.md mitigation.md feature_importances.csv drift_report.json agent_plan.yaml \

@@ -436,10 +436,10 @@ def _iso(value: Any) -> str:
 def champion_folder(registry: Registry) -> tuple[str, Path]:
     version = registry.alias(CHAMPION)
     if version is None:
-        raise ArtifactError(
-            "the registry has no champion yet: train first "
-            "(python -m src.train --data data/adult_synth.csv --outdir artifacts/)"
-        )
+        what = "train first (python -m src.train --data data/adult_synth.csv --outdir artifacts/)"
+        if Path("artifacts", MANIFEST_FILE).is_file():
+            what = "artifacts/ holds a trained set: python -m src.registry register artifacts"
+        raise ArtifactError(f"the registry in {registry.store} has no champion yet: {what}")
     return version, registry.folder(version)
 
 
