@@ -17,7 +17,17 @@ from bench.common import ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("serving", "workers", "profile", "log", "monitoring", "drift", "load", "mitigation")
+SECTIONS = (
+    "serving",
+    "workers",
+    "profile",
+    "log",
+    "log_cost",
+    "monitoring",
+    "drift",
+    "load",
+    "mitigation",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("wrk")
             result = log_capacity.run(args.artifacts)
+        elif section == "log_cost":
+            from bench import log_cost
+
+            ensure_tools("wrk")
+            result = log_cost.run(args.artifacts)
         elif section == "monitoring":
             from bench import monitoring
 

@@ -1,8 +1,16 @@
 """The log's writer: requests append to a pending list; a writer process inserts them in batches.
 
 Writes never happen on the request path, and nothing is lost without being counted:
+- a batch request hands over columns, not rows: the encoded matrix the model saw, the
+  probabilities, and the sensitive fields as one joined string each; the writer maps codes back
+  to categories with numpy and inserts column blocks. No per-row Python object is made on the
+  request path (docs/performance.md, "The log's cost");
 - the service's side is bounded in bytes (pending + shipped and not yet written); past the bound a
-  request's rows are dropped and counted (reason `buffer_full`), memory never grows;
+  request's rows are dropped and counted (reason `buffer_full`), memory never grows; or, when the
+  operator chooses backpressure, the request first waits (bounded) for room, and only a wait that
+  times out drops (reason `backpressure_timeout`);
+- drops are also counted per hour, and the writer stores those counts beside the rows (table
+  log_drops), so a monitoring window can say which share of the answered rows it covers;
 - a batch the database refuses is retried row by row, so one bad row costs one row (counted,
   reason `rejected`);
 - a database outage is retried with backoff while the byte bound holds the rest;
@@ -13,6 +21,7 @@ Counts reach /metrics through the metrics folder shared by every process of the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -21,55 +30,23 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
+from src.loop.handoff import Served, epoch_hour
 from src.loop.inserts import BatchWriter
 from src.loop.tables import create_tables, make_engine
 from src.multiprocess_metrics import CounterFile
 
 logger = logging.getLogger("service")
+__all__ = ["POLICIES", "PredictionLog", "Served", "write_forever"]
 ROWS_DROPPED = "prediction_log_dropped_rows"
 ROWS_WRITTEN = "prediction_log_written_rows"
 ROWS_RETRIED = "prediction_log_retried_rows"
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Served:
-    """What /predict answered: the request body as received (the JSON list of rows), the
-    probabilities in bytes, and the key its prediction ids are built from."""
-
-    body: bytes
-    probabilities: bytes
-    model_version: str
-    threshold: float
-    request_key: str
-
-    @property
-    def rows(self) -> int:
-        return len(self.probabilities) // 8
-
-    @property
-    def size(self) -> int:
-        """Bytes this request holds while it waits to be written."""
-        return len(self.body) + len(self.probabilities) + 200
-
-    @classmethod
-    def of(
-        cls,
-        body: bytes,
-        probabilities: np.ndarray,
-        model_version: str,
-        threshold: float,
-        request_key: str,
-    ) -> Served:
-        return cls(
-            body, probabilities.astype(np.float64).tobytes(), model_version, threshold, request_key
-        )
+POLICIES = ("drop", "backpressure")
+DEFAULT_MAX_WAIT_SECONDS = 1.0
+_WAIT_POLL_SECONDS = 0.002
 
 
 class _Progress:
@@ -117,7 +94,12 @@ class PredictionLog:
         log_sensitive: bool = True,
         metrics_dir: str | None = None,
         on_drop: Callable[[int, str], None] = lambda rows, reason: None,
+        policy: str = "drop",
+        max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
+        writer_niceness: int = 0,
     ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self.url = url
         self.engine = make_engine(url)  # this process's own connection: labels and reads
@@ -125,12 +107,17 @@ class PredictionLog:
         self.log_sensitive = log_sensitive
         self.metrics_dir = metrics_dir
         self.on_drop = on_drop
+        self.policy = policy
+        self.max_wait = max_wait
+        self.writer_niceness = writer_niceness
         self.dropped_rows = 0
+        self.waited_requests = 0  # backpressure: requests that had to wait for room
         self.restarts = 0
         self.last_failure = ""
         self._progress = _Progress(self._context)
         self._pending: list[tuple[Any, ...]] = []
         self._pending_bytes = 0
+        self._drops_by_hour: dict[tuple[int, str], int] = {}  # shipped to the writer, stored
         self._lock = threading.Lock()
         self._closing = False
         self.queue: Any = None
@@ -145,7 +132,14 @@ class PredictionLog:
         self.queue = self._context.Queue()
         self.process = self._context.Process(
             target=write_forever,
-            args=(self.url, self.queue, self._progress, self.log_sensitive, self.metrics_dir),
+            args=(
+                self.url,
+                self.queue,
+                self._progress,
+                self.log_sensitive,
+                self.metrics_dir,
+                self.writer_niceness,
+            ),
             name="prediction-log",
             daemon=True,
         )
@@ -162,23 +156,46 @@ class PredictionLog:
         latency_ms: float,
         served: Served | None = None,
     ) -> bool:
-        """Queue one request; `served` carries its rows when it was answered with predictions."""
+        """Queue one request; `served` carries its rows when it was answered with predictions.
+        Without room, its rows are dropped and counted (after a wait that timed out, under
+        backpressure: see `wait_for_room`)."""
         size = served.size if served else 200
         with self._lock:
-            if self._pending_bytes + self._progress.in_flight_bytes + size > self.buffer_bytes:
-                self._drop(served.rows if served else 0, "buffer_full")
+            if not self._has_room(size):
+                reason = "backpressure_timeout" if self.policy == "backpressure" else "buffer_full"
+                self._drop(served.rows if served else 0, reason, epoch_hour(ts))
                 return False
             self._pending.append((request_id, ts, path, status, latency_ms, served))
             self._pending_bytes += size
         return True
 
-    def _drop(self, rows: int, reason: str) -> None:
+    def _has_room(self, size: int) -> bool:
+        return self._pending_bytes + self._progress.in_flight_bytes + size <= self.buffer_bytes
+
+    async def wait_for_room(self, served: Served) -> bool:
+        """Backpressure: hold the request (its answer is sent; its connection waits) until the
+        buffer has room for it, at most `max_wait` seconds. Call `record` right after, with no
+        await in between, so the room found is still there. Under the drop policy: no wait."""
+        if self.policy != "backpressure" or self._has_room(served.size):
+            return True
+        self.waited_requests += 1
+        deadline = time.monotonic() + self.max_wait
+        while not self._has_room(served.size):
+            if time.monotonic() >= deadline or self._closing:
+                return False
+            await asyncio.sleep(_WAIT_POLL_SECONDS)
+        return True
+
+    def _drop(self, rows: int, reason: str, hour: int | None = None) -> None:
         if rows:
             self.dropped_rows += rows
             self.on_drop(rows, reason)
+            key = (epoch_hour(datetime.now(UTC)) if hour is None else hour, reason)
+            self._drops_by_hour[key] = self._drops_by_hour.get(key, 0) + rows
 
     def ship(self) -> None:
-        """Hand the pending requests to the writer in one put; the service calls this often."""
+        """Hand the pending requests to the writer in one put; the service calls this often.
+        The drop counts per hour go along, outside the byte bound (a few small numbers)."""
         with self._lock:
             batch, size, self._pending, self._pending_bytes = (
                 self._pending,
@@ -186,11 +203,12 @@ class PredictionLog:
                 [],
                 0,
             )
-        if not batch:
+            drops, self._drops_by_hour = self._drops_by_hour, {}
+        if not batch and not drops:
             return
         self._progress.add("shipped_bytes", size)
         self._progress.add("shipped_rows", sum(item[5].rows for item in batch if item[5]))
-        self.queue.put((batch, size))
+        self.queue.put((batch, size, drops))
 
     # --- health ------------------------------------------------------------------------------
 
@@ -263,9 +281,18 @@ class PredictionLog:
 
 
 def write_forever(
-    url: str, batches: Any, progress: _Progress, log_sensitive: bool, metrics_dir: str | None
+    url: str,
+    batches: Any,
+    progress: _Progress,
+    log_sensitive: bool,
+    metrics_dir: str | None,
+    niceness: int = 0,
 ) -> None:
     """The writer process: batches from the queue into the database until told to stop."""
+    if niceness:
+        # Below the workers: on a full machine the answers get the CPU first; the byte bound
+        # (or backpressure) handles what the writer then cannot keep up with.
+        os.nice(niceness)
     # Ctrl-C reaches the whole process group; the service decides when we stop (after draining).
     # SIGTERM (a process manager, or Python's exit terminating daemon children): drain what has
     # arrived, then stop.
@@ -287,7 +314,8 @@ def write_forever(
         if message is None:
             writer.engine.dispose()
             return
-        requests, size = message
+        requests, size, drops = message
         rows = writer.write(requests, stop_waiting=lambda: os.getppid() != parent)
         progress.add("done_rows", rows)
         progress.add("done_bytes", size)
+        writer.count_drops(drops)

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from src.loop.handoff import Served, column_layout
 from src.loop.ids import new_request_key
-from src.loop.writer import Served
 from src.service.body import error, event_time, parse_rows, read_json_body, request_headers
 from src.settings import Settings
 
@@ -43,7 +43,7 @@ class PredictEndpoint:
         state = scope["state"]  # read back by the middleware, which logs the request
         state["event_time"] = event_time(headers.get("x-event-time"), self.accept_event_time)
         body = await read_json_body(headers, receive, self.max_body)
-        rows, matrix, failure = parse_rows(body, predictor, self.max_rows)
+        rows, matrix, failure, columns = parse_rows(body, predictor, self.max_rows)
         if failure is not None:
             await failure(scope, receive, send)
             return
@@ -53,8 +53,19 @@ class PredictEndpoint:
         key = new_request_key()
         state["rows"] = len(probabilities)
         if app_state.prediction_log is not None:
-            state["served"] = Served.of(
-                body, probabilities, predictor.version, predictor.threshold, key
+            # A batch hands the log the columns it already holds; a few rows, their body.
+            state["served"] = (
+                Served.of_columns(
+                    column_layout(predictor.encoder),
+                    matrix,
+                    columns,
+                    probabilities,
+                    predictor.version,
+                    predictor.threshold,
+                    key,
+                )
+                if columns is not None
+                else Served.of(body, probabilities, predictor.version, predictor.threshold, key)
             )
         metrics = app_state.metrics
         metrics.rows.inc(len(probabilities))
