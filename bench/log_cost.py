@@ -15,6 +15,7 @@ full load; single rows at c=16 >= 90%; peak RSS within 100 MB of log off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -26,11 +27,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import Uvicorn, median, process_tree, rss_mib, table
+from bench.common import Uvicorn, cpu_seconds, median, process_tree, rss_mib, table
 from bench.log_capacity import fresh_postgres
 from bench.workers import _script
 from src.data import load_dataset
-from src.loop.tables import make_engine
+from src.loop.tables import PREDICTION_COLUMNS, make_engine
 from src.schema import FEATURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,12 +119,18 @@ def measure(
     _wrk(url, batch, connections=1, seconds=1)  # warm-up
     _settle(server, log_url)
     dropped_before = _metric(server.url, "prediction_log_dropped_rows_total")
+    answered_before = _metric(server.url, "predicted_rows_total")
     logged_before = _logged_rows(log_url) if log_url else 0
+    postgres = _postgres_pids(log_url)
+    cpu_before = _cpu(server.pid, postgres)
     batch_run = _wrk(url, batch, connections=1, seconds=seconds)
     _settle(server, log_url)
+    cpu_after = _cpu(server.pid, postgres)
+    cpu = {role: cpu_after[role] - spent for role, spent in cpu_before.items()}
     dropped = _metric(server.url, "prediction_log_dropped_rows_total") - dropped_before
+    # The server's own count: wrk does not count a request it sent as its time ran out.
+    answered = _metric(server.url, "predicted_rows_total") - answered_before
     logged = (_logged_rows(log_url) - logged_before) if log_url else 0
-    answered = batch_run["requests"] * 1000
     single_run = _wrk(url, single, connections=16, seconds=seconds)
     _settle(server, log_url)
     return {
@@ -134,7 +141,44 @@ def measure(
         "rows_dropped": dropped,
         "every_row_accounted": (logged + dropped == answered) if log_url else None,
         "single_c16_rps": single_run["rps"],
+        # CPU seconds per 1,000-row request, load and catch-up: who pays for the log.
+        "cpu_ms_per_request": {
+            role: round(seconds * 1000 / max(batch_run["requests"], 1), 2)
+            for role, seconds in cpu.items()
+        },
     }
+
+
+def _postgres_pids(log_url: str | None) -> list[int]:
+    """The server processes that work for this log: its database's backends and the shared
+    background ones (WAL writer, checkpointer), not other databases' backends."""
+    if not (log_url and log_url.startswith("postgresql")):
+        return []
+    from sqlalchemy import text
+
+    engine = make_engine(log_url)
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "OR backend_type <> 'client backend'"
+            )
+        ).scalars()
+        found = [int(p) for p in pids]
+    engine.dispose()
+    return found
+
+
+def _cpu(pid: int, postgres: list[int]) -> dict[str, float]:
+    """CPU seconds so far: the worker, its log writer, and PostgreSQL's processes for the log."""
+    spent = {"worker": cpu_seconds(pid), "writer": 0.0, "postgresql": 0.0}
+    for member in process_tree(pid)[1:]:
+        with contextlib.suppress(OSError):
+            spent["writer"] += cpu_seconds(member)  # the writer, and the (idle) resource tracker
+    for member in postgres:
+        with contextlib.suppress(OSError):
+            spent["postgresql"] += cpu_seconds(member)
+    return spent
 
 
 def run(artifacts: Path, *, rounds: int = ROUNDS, seconds: int = SECONDS) -> dict[str, Any]:
@@ -193,6 +237,10 @@ def summary(results: dict[str, list[dict[str, Any]]], peaks: dict[str, float]) -
             "rows_answered": answered,
             "rows_dropped": dropped,
             "every_row_accounted": all(r["every_row_accounted"] is not False for r in runs),
+            "cpu_ms_per_request": {
+                role: median([r["cpu_ms_per_request"][role] for r in runs])
+                for role in runs[0]["cpu_ms_per_request"]
+            },
             "peak_rss_mb": round(peaks[name], 1),
             "rss_over_off_mb": round(peaks[name] - peaks["log off"], 1),
             "rounds": runs,
@@ -243,3 +291,144 @@ def summary(results: dict[str, list[dict[str, Any]]], peaks: dict[str, float]) -
 
 def _ratio(value: float, values: list[float]) -> str:
     return f"{value:.0%} ({min(values):.0%}-{max(values):.0%})"
+
+
+# --- where the time goes, in-process: each step of the hand-off alone --------------------------
+
+
+def _per_call_us(action: Any, repeat: int = 30) -> float:
+    action()  # warm
+    started = time.perf_counter()
+    for _ in range(repeat):
+        action()
+    return (time.perf_counter() - started) / repeat * 1e6
+
+
+def _text_copy(cursor: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
+    """The COPY this project used before binary COPY: text, every number and time parsed back."""
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _insert_cost(url: str, shipments: list[list[tuple[Any, ...]]], text_copy: bool) -> dict:
+    """CPU us per row of BatchWriter inserting shipments: this process, and PostgreSQL's backend."""
+    from src.loop import inserts
+    from src.loop.inserts import BatchWriter
+    from src.loop.tables import upgrade
+    from src.multiprocess_metrics import CounterFile
+
+    engine = make_engine(url)
+    upgrade(engine)
+    writer = BatchWriter(engine, log_sensitive=True, counters=CounterFile(None))
+    backend = None
+    if writer.dialect == "postgresql":
+        connection = engine.raw_connection()
+        backend = connection.driver_connection.info.backend_pid
+        connection.close()
+    binary = inserts._copy
+    if text_copy:
+        inserts._copy = _text_copy
+        writer._when = lambda ts: ts.isoformat(" ", timespec="microseconds")  # text, as before
+    try:
+        writer.write(shipments[0], stop_waiting=lambda: True)  # warm
+        rows = sum(r[5].rows for shipment in shipments[1:] for r in shipment)
+        server_before = cpu_seconds(backend) if backend else 0.0
+        started = time.process_time()
+        for shipment in shipments[1:]:
+            writer.write(shipment, stop_waiting=lambda: True)
+        spent = time.process_time() - started
+        server = (cpu_seconds(backend) - server_before) if backend else 0.0
+    finally:
+        inserts._copy = binary
+        engine.dispose()
+    return {"client_us_per_row": spent / rows * 1e6, "server_us_per_row": server / rows * 1e6}
+
+
+def profile(artifacts: Path) -> dict[str, Any]:
+    """One 1,000-row request's hand-off, step by step, the body form (as before this change,
+    and still for requests under 8 rows) against the columnar form."""
+    import pickle
+    from datetime import UTC, datetime
+    from multiprocessing.reduction import ForkingPickler
+
+    from src.artifacts import load_bundle
+    from src.loop.handoff import Served, column_layout
+    from src.loop.ids import new_request_key
+    from src.loop.inserts import BatchWriter, _Block
+    from src.multiprocess_metrics import CounterFile
+    from src.predictor import Predictor
+    from src.service.body import parse_rows
+
+    frame = load_dataset(ROOT / "data" / "adult_synth.csv").features
+    body = frame.head(1000)[list(FEATURES)].to_json(orient="records").encode()
+    predictor = Predictor(load_bundle(artifacts), engine="lleaves")
+    parsed = parse_rows(body, predictor, 10_000)
+    probabilities = predictor.probabilities(parsed.matrix)
+    layout = column_layout(predictor.encoder)
+    forms = {
+        "body": lambda: Served.of(body, probabilities, "v", 0.5, new_request_key()),
+        "columns": lambda: Served.of_columns(
+            layout, parsed.matrix, parsed.columns, probabilities, "v", 0.5, new_request_key()
+        ),
+    }
+    writer = BatchWriter(make_engine("sqlite://"), log_sensitive=True, counters=CounterFile(None))
+    steps: dict[str, dict[str, float]] = {}
+    shipments: dict[str, list[list[tuple[Any, ...]]]] = {}
+    for name, make in forms.items():
+        served = make()
+        now = datetime.now(UTC)
+        shipment = [("r", now, "/predict", 200, 1.0, make()) for _ in range(20)]
+        pickled = pickle.dumps(shipment)
+        steps[name] = {
+            "hand-off built on the request path, us": _per_call_us(make),
+            "bytes held while waiting": served.size,
+            "pickled for the writer (its share of a 20-request put), us": _per_call_us(
+                lambda shipment=shipment: ForkingPickler.dumps((shipment, 0, {})), 10
+            )
+            / 20,
+            "unpickled by the writer, us": _per_call_us(
+                lambda pickled=pickled: pickle.loads(pickled),  # noqa: S301 - our own bytes
+                10,
+            )
+            / 20,
+            "rows to columns in the writer, us": _per_call_us(
+                lambda served=served, now=now: writer._extend(
+                    _Block(len(PREDICTION_COLUMNS)), "r", now, served
+                )
+            ),
+        }
+        shipments[name] = [
+            [("r", datetime.now(UTC), "/predict", 200, 1.0, make()) for _ in range(20)]
+            for _ in range(6)
+        ]
+    work = Path(tempfile.mkdtemp(prefix="bench-log-profile-"))
+    inserts = {
+        "SQLite executemany over columns": _insert_cost(
+            f"sqlite:///{work / 'p.db'}", shipments["columns"], text_copy=False
+        )
+    }
+    postgres = fresh_postgres()
+    if postgres:
+        inserts["PostgreSQL binary COPY"] = _insert_cost(postgres, shipments["columns"], False)
+    postgres = fresh_postgres()
+    if postgres:
+        inserts["PostgreSQL text COPY (before)"] = _insert_cost(postgres, shipments["body"], True)
+    return {"steps": steps, "inserts": inserts}
+
+
+def profile_markdown(found: dict[str, Any]) -> str:
+    steps, inserts = found["steps"], found["inserts"]
+    rows = [
+        [step, *(f"{steps[form][step]:,.0f}" for form in ("body", "columns"))]
+        for step in steps["body"]
+    ]
+    first = table(["one 1,000-row request", "body (before)", "columns (now)"], rows)
+    second = table(
+        ["insert, CPU per row", "the writer, us", "PostgreSQL's backend, us"],
+        [
+            [name, f"{v['client_us_per_row']:.2f}", f"{v['server_us_per_row']:.2f}"]
+            for name, v in inserts.items()
+        ],
+    )
+    return first + "\n\n" + second

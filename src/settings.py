@@ -73,9 +73,6 @@ class Settings(BaseSettings):
         "drop", alias="PREDICTION_LOG_POLICY"
     )
     prediction_log_max_wait: float = Field(1.0, gt=0, le=60, alias="PREDICTION_LOG_MAX_WAIT")
-    # The writer process runs this much nicer than the workers: on a full machine answers get
-    # the CPU first (docs/performance.md, "The log's cost"). 0 keeps it level.
-    prediction_log_writer_nice: int = Field(0, ge=0, le=19, alias="PREDICTION_LOG_WRITER_NICE")
     # The hourly statistics: an hour is final (its quality figures count) once this long has passed
     # since it ended, and gives a quality point only with this many labelled rows. At 500 labelled
     # rows the sampling noise of one hour's ROC-AUC is 1.3% (5th percentile: 2.3% below the true

@@ -7,9 +7,12 @@ cheap: no per-row Python object) and the writer process (which reads them back).
 
 from __future__ import annotations
 
+import math
+import operator
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,7 @@ TEXT_SEPARATOR = "\x00"  # the contract refuses NUL in text fields: it cannot oc
 
 def epoch_hour(moment: datetime) -> int:
     """Whole hours since 1970-01-01 UTC: the statistics' hour (src.loop.statistics)."""
-    return int(moment.timestamp()) // 3600
+    return math.floor(moment.timestamp() / 3600)
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,18 @@ class ColumnLayout:
     numeric: tuple[str, ...]
     nullable_numeric: tuple[str, ...]  # imputed in the matrix: the log keeps None instead
     categorical: tuple[tuple[str, tuple[str | None, ...]], ...]  # name, value of each code
+
+    @property
+    def in_matrix(self) -> frozenset[str]:
+        return frozenset((*self.numeric, *(name for name, _ in self.categorical)))
+
+
+_EMPTY_FOR_NONE = {None: ""}.get
+
+
+def _none_mask(values: tuple[Any, ...]) -> bytes:
+    """One byte per value, 1 where it is None (a C loop: no Python code per value)."""
+    return bytes(map(operator.is_, values, repeat(None)))
 
 
 _LAYOUTS: weakref.WeakKeyDictionary[Any, ColumnLayout] = weakref.WeakKeyDictionary()
@@ -120,17 +135,19 @@ class Served:
         """A batch by its columns: the matrix as encoded (no copy), the fields the matrix lacks
         joined into one string each (C loops, no per-row object), None masks only where a
         column has None."""
-        in_matrix = set(layout.numeric).union(name for name, _ in layout.categorical)
         texts, missing = {}, {}
         for name, values in columns.items():
-            if name in in_matrix:
+            if name in layout.in_matrix:
                 if name in layout.nullable_numeric and None in values:
-                    missing[name] = bytes(v is None for v in values)
+                    missing[name] = _none_mask(values)
                 continue
-            if None in values:
-                missing[name] = bytes(v is None for v in values)
-                values = tuple("" if v is None else v for v in values)
-            texts[name] = TEXT_SEPARATOR.join(values).encode()
+            try:  # str.join refuses None at once: cheaper than looking for it first
+                joined = TEXT_SEPARATOR.join(values)
+            except TypeError:
+                missing[name] = _none_mask(values)
+                # None reads "" here; the mask says it was None. (map and dict.get: C loops.)
+                joined = TEXT_SEPARATOR.join(map(_EMPTY_FOR_NONE, values, values))
+            texts[name] = joined.encode()
         logged = LoggedColumns(layout, matrix, texts, missing)
         return cls(
             b"",

@@ -96,7 +96,6 @@ class PredictionLog:
         on_drop: Callable[[int, str], None] = lambda rows, reason: None,
         policy: str = "drop",
         max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
-        writer_niceness: int = 0,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
@@ -109,7 +108,6 @@ class PredictionLog:
         self.on_drop = on_drop
         self.policy = policy
         self.max_wait = max_wait
-        self.writer_niceness = writer_niceness
         self.dropped_rows = 0
         self.waited_requests = 0  # backpressure: requests that had to wait for room
         self.restarts = 0
@@ -117,6 +115,8 @@ class PredictionLog:
         self._progress = _Progress(self._context)
         self._pending: list[tuple[Any, ...]] = []
         self._pending_bytes = 0
+        self._reserved_bytes = 0  # backpressure: room set aside for requests being answered
+        self._reservations: dict[int, int] = {}  # id(served) -> bytes set aside
         self._drops_by_hour: dict[tuple[int, str], int] = {}  # shipped to the writer, stored
         self._lock = threading.Lock()
         self._closing = False
@@ -138,7 +138,6 @@ class PredictionLog:
                 self._progress,
                 self.log_sensitive,
                 self.metrics_dir,
-                self.writer_niceness,
             ),
             name="prediction-log",
             daemon=True,
@@ -161,7 +160,10 @@ class PredictionLog:
         backpressure: see `wait_for_room`)."""
         size = served.size if served else 200
         with self._lock:
-            if not self._has_room(size):
+            reserved = self._reservations.pop(id(served), None) if served else None
+            if reserved is not None:  # room was set aside while the request waited for it
+                self._reserved_bytes -= reserved
+            elif not self._has_room(size):
                 reason = "backpressure_timeout" if self.policy == "backpressure" else "buffer_full"
                 self._drop(served.rows if served else 0, reason, epoch_hour(ts))
                 return False
@@ -170,21 +172,30 @@ class PredictionLog:
         return True
 
     def _has_room(self, size: int) -> bool:
-        return self._pending_bytes + self._progress.in_flight_bytes + size <= self.buffer_bytes
+        held = self._pending_bytes + self._reserved_bytes + self._progress.in_flight_bytes
+        return held + size <= self.buffer_bytes
 
     async def wait_for_room(self, served: Served) -> bool:
-        """Backpressure: hold the request (its answer is sent; its connection waits) until the
-        buffer has room for it, at most `max_wait` seconds. Call `record` right after, with no
-        await in between, so the room found is still there. Under the drop policy: no wait."""
-        if self.policy != "backpressure" or self._has_room(served.size):
+        """Backpressure: hold the request, before it is answered, until the buffer has room for
+        its rows, at most `max_wait` seconds; the room found is set aside for its `record`.
+        False when the wait timed out (`record` then drops and counts the rows). Under the drop
+        policy: no wait, nothing set aside."""
+        if self.policy != "backpressure":
             return True
-        self.waited_requests += 1
         deadline = time.monotonic() + self.max_wait
-        while not self._has_room(served.size):
+        waited = False
+        while True:
+            with self._lock:
+                if self._has_room(served.size):
+                    self._reservations[id(served)] = served.size
+                    self._reserved_bytes += served.size
+                    return True
+            if not waited:
+                waited = True
+                self.waited_requests += 1
             if time.monotonic() >= deadline or self._closing:
                 return False
             await asyncio.sleep(_WAIT_POLL_SECONDS)
-        return True
 
     def _drop(self, rows: int, reason: str, hour: int | None = None) -> None:
         if rows:
@@ -242,7 +253,7 @@ class PredictionLog:
 
     @property
     def buffered_bytes(self) -> int:
-        return self._pending_bytes + self._progress.in_flight_bytes
+        return self._pending_bytes + self._reserved_bytes + self._progress.in_flight_bytes
 
     # --- control -----------------------------------------------------------------------------
 
@@ -286,13 +297,8 @@ def write_forever(
     progress: _Progress,
     log_sensitive: bool,
     metrics_dir: str | None,
-    niceness: int = 0,
 ) -> None:
     """The writer process: batches from the queue into the database until told to stop."""
-    if niceness:
-        # Below the workers: on a full machine the answers get the CPU first; the byte bound
-        # (or backpressure) handles what the writer then cannot keep up with.
-        os.nice(niceness)
     # Ctrl-C reaches the whole process group; the service decides when we stop (after draining).
     # SIGTERM (a process manager, or Python's exit terminating daemon children): drain what has
     # arrived, then stop.

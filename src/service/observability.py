@@ -229,17 +229,13 @@ class RequestContextMiddleware:
             log = getattr(scope.get("app"), "state", None)
             log = getattr(log, "prediction_log", None)
             if log is not None and endpoint == "/predict":
-                served = state.get("served")
-                if served is not None and log.policy == "backpressure":
-                    # The answer is out; this connection waits (bounded) for room in the log.
-                    await log.wait_for_room(served)
                 log.record(
                     request_id,
                     state.get("event_time") or datetime.now(UTC),
                     endpoint,
                     status,
                     seconds * 1000,
-                    served,
+                    state.get("served"),
                 )
             self.access_log.write(
                 {

@@ -146,7 +146,6 @@ def open_prediction_log(
             on_drop=metrics.drop,
             policy=settings.prediction_log_policy,
             max_wait=settings.prediction_log_max_wait,
-            writer_niceness=settings.prediction_log_writer_nice,
         ).start()
     except Exception as exc:  # unreachable database, bad URL, permissions: serve without the log
         logger.error("prediction log unavailable: %s", exc)

@@ -52,9 +52,10 @@ class PredictEndpoint:
         )
         key = new_request_key()
         state["rows"] = len(probabilities)
-        if app_state.prediction_log is not None:
+        log = app_state.prediction_log
+        if log is not None:
             # A batch hands the log the columns it already holds; a few rows, their body.
-            state["served"] = (
+            served = state["served"] = (
                 Served.of_columns(
                     column_layout(predictor.encoder),
                     matrix,
@@ -67,6 +68,10 @@ class PredictEndpoint:
                 if columns is not None
                 else Served.of(body, probabilities, predictor.version, predictor.threshold, key)
             )
+            if log.policy == "backpressure":
+                # Answered only once the log has room for the rows (or the wait timed out, and
+                # the middleware's record counts them as dropped).
+                await log.wait_for_room(served)
         metrics = app_state.metrics
         metrics.rows.inc(len(probabilities))
         metrics.probabilities.observe_many(probabilities)
