@@ -11,25 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy import BigInteger, DateTime, Float, Integer, SmallInteger, String
-from sqlalchemy.engine import Engine
 
 from src.loop.handoff import TEXT_SEPARATOR, Served, epoch_hour
-from src.loop.tables import (
-    FEATURE_NAMES,
-    FEATURE_NAMES_WITHOUT_SENSITIVE,
-    PREDICTION_COLUMNS,
-    REQUEST_COLUMNS,
-    predictions_table,
-    requests_table,
-)
 from src.multiprocess_metrics import CounterFile
+from src.schema import FEATURES, SENSITIVE
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 logger = logging.getLogger("service")
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
@@ -37,7 +32,53 @@ ROWS_WRITTEN = "prediction_log_written_rows"
 ROWS_RETRIED = "prediction_log_retried_rows"
 ROWS_DROPPED = "prediction_log_dropped_rows"
 BATCHES_FAILED = "prediction_log_failed_batches"
+FEATURE_NAMES = FEATURES
+FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in FEATURES if n not in SENSITIVE)
 _ALL_FEATURES = itemgetter(*FEATURE_NAMES)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The two tables the writer fills, as plain data: the writer process reads them from the
+    service (src.loop.tables declares them, with SQLAlchemy, which the writer does without)."""
+
+    prediction_columns: tuple[str, ...]
+    request_columns: tuple[str, ...]
+    prediction_types: tuple[str, ...]  # PostgreSQL's type of each column, for binary COPY
+    request_types: tuple[str, ...]
+
+
+def schema_tables() -> Tables:
+    from sqlalchemy import BigInteger, DateTime, Float, Integer, SmallInteger, String
+
+    from src.loop.tables import (
+        PREDICTION_COLUMNS,
+        REQUEST_COLUMNS,
+        predictions_table,
+        requests_table,
+    )
+
+    kinds = (
+        (BigInteger, "int8"),
+        (SmallInteger, "int2"),
+        (Integer, "int4"),
+        (Float, "float8"),
+        (DateTime, "timestamptz"),
+        (String, "text"),
+    )
+
+    def types(table: Any, columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(
+            next(name for cls, name in kinds if isinstance(table.c[column].type, cls))
+            for column in columns
+        )
+
+    return Tables(
+        tuple(PREDICTION_COLUMNS),
+        tuple(REQUEST_COLUMNS),
+        types(predictions_table, PREDICTION_COLUMNS),
+        types(requests_table, REQUEST_COLUMNS),
+    )
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -53,8 +94,16 @@ def _is_outage(exc: BaseException) -> bool:
 class BatchWriter:
     """Turns queued requests into column blocks and inserts them, one transaction per batch."""
 
-    def __init__(self, engine: Engine, *, log_sensitive: bool, counters: CounterFile) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        log_sensitive: bool,
+        counters: CounterFile,
+        tables: Tables | None = None,
+    ) -> None:
         self.engine = engine
+        self.tables = tables or schema_tables()
         self.keep = FEATURE_NAMES if log_sensitive else FEATURE_NAMES_WITHOUT_SENSITIVE
         self.counters = counters
         self.dialect = engine.dialect.name
@@ -66,7 +115,7 @@ class BatchWriter:
         self, requests: Sequence[tuple[Any, ...]], *, stop_waiting: Callable[[], bool]
     ) -> int:
         """Write one shipment; return how many prediction rows it held (written or dropped)."""
-        block = _Block(len(PREDICTION_COLUMNS))
+        block = _Block(len(self.tables.prediction_columns))
         for request_id, ts, _, _, _, served in requests:
             if served is not None:
                 self._extend(block, request_id, ts, served)
@@ -166,23 +215,19 @@ class BatchWriter:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
+            t = self.tables
             if self.dialect == "postgresql":
                 if predictions and predictions[0]:
-                    _copy(
-                        cursor,
-                        predictions_table.name,
-                        PREDICTION_COLUMNS,
-                        zip(*predictions, strict=True),
-                    )
+                    rows = zip(*predictions, strict=True)
+                    _copy(cursor, "predictions", t.prediction_columns, t.prediction_types, rows)
                 if request_rows:
-                    _copy(cursor, requests_table.name, REQUEST_COLUMNS, request_rows)
+                    _copy(cursor, "requests", t.request_columns, t.request_types, request_rows)
             else:
                 if predictions and predictions[0]:
-                    _executemany(
-                        cursor, "predictions", PREDICTION_COLUMNS, zip(*predictions, strict=True)
-                    )
+                    rows = zip(*predictions, strict=True)
+                    _executemany(cursor, "predictions", t.prediction_columns, rows)
                 if request_rows:
-                    _executemany(cursor, "requests", REQUEST_COLUMNS, request_rows)
+                    _executemany(cursor, "requests", t.request_columns, request_rows)
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -291,27 +336,12 @@ def _executemany(cursor: Any, table: str, columns: tuple[str, ...], rows: Any) -
     cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
 
 
-# PostgreSQL's binary COPY wants each column's type: read from the schema, declared once.
-_BINARY_TYPES = (
-    (BigInteger, "int8"),
-    (SmallInteger, "int2"),
-    (Integer, "int4"),
-    (Float, "float8"),
-    (DateTime, "timestamptz"),
-    (String, "text"),
-)
-
-
-def _binary_type(table: str, column: str) -> str:
-    tables = {t.name: t for t in (predictions_table, requests_table)}
-    kind = tables[table].c[column].type
-    return next(name for cls, name in _BINARY_TYPES if isinstance(kind, cls))
-
-
-def _copy(cursor: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
+def _copy(
+    cursor: Any, table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: Any
+) -> None:
     """PostgreSQL's bulk-load path, binary: no number or time is formatted as text and parsed
     back (psycopg 3's COPY, which its docs recommend for many rows)."""
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([_binary_type(table, column) for column in columns])
+        copy.set_types(list(types))
         for row in rows:
             copy.write_row(row)
