@@ -131,8 +131,11 @@ def measure(
     # The server's own count: wrk does not count a request it sent as its time ran out.
     answered = _metric(server.url, "predicted_rows_total") - answered_before
     logged = (_logged_rows(log_url) - logged_before) if log_url else 0
+    cpu_before = _cpu(server.pid, postgres)
     single_run = _wrk(url, single, connections=16, seconds=seconds)
     _settle(server, log_url)
+    cpu_after = _cpu(server.pid, postgres)
+    single_cpu = {role: cpu_after[role] - spent for role, spent in cpu_before.items()}
     return {
         "batch_rps": batch_run["rps"],
         "batch_p50_ms": batch_run["p50_ms"],
@@ -145,6 +148,10 @@ def measure(
         "cpu_ms_per_request": {
             role: round(seconds * 1000 / max(batch_run["requests"], 1), 2)
             for role, seconds in cpu.items()
+        },
+        "cpu_us_per_single_row_request": {
+            role: round(seconds * 1e6 / max(single_run["requests"], 1), 1)
+            for role, seconds in single_cpu.items()
         },
     }
 
@@ -237,9 +244,9 @@ def summary(results: dict[str, list[dict[str, Any]]], peaks: dict[str, float]) -
             "rows_answered": answered,
             "rows_dropped": dropped,
             "every_row_accounted": all(r["every_row_accounted"] is not False for r in runs),
-            "cpu_ms_per_request": {
-                role: median([r["cpu_ms_per_request"][role] for r in runs])
-                for role in runs[0]["cpu_ms_per_request"]
+            **{
+                key: {role: median([r[key][role] for r in runs]) for role in runs[0][key]}
+                for key in ("cpu_ms_per_request", "cpu_us_per_single_row_request")
             },
             "peak_rss_mb": round(peaks[name], 1),
             "rss_over_off_mb": round(peaks[name] - peaks["log off"], 1),

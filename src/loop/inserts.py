@@ -9,10 +9,12 @@ only as the tuples the database driver reads one at a time."""
 from __future__ import annotations
 
 import logging
+import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -134,18 +136,18 @@ class BatchWriter:
         backoff = BACKOFF_START
         while True:
             try:
-                self._insert_batch(block.columns, request_rows)
-                self.counters.inc(ROWS_WRITTEN, block.rows)
-                return block.rows
+                self._insert_batch(block.predictions(), request_rows)
+                self.counters.inc(ROWS_WRITTEN, block.count)
+                return block.count
             except Exception as exc:
                 if not _is_outage(exc):
                     self.counters.inc(BATCHES_FAILED, 1)
                     return self._row_by_row(block, request_rows, exc)
                 if stop_waiting():
-                    self.counters.inc(ROWS_DROPPED, block.rows, reason="database_unavailable")
+                    self.counters.inc(ROWS_DROPPED, block.count, reason="database_unavailable")
                     for hour, rows in block.hours:
                         self._count_drop(hour, "database_unavailable", rows)
-                    return block.rows
+                    return block.count
                 logger.warning("prediction log: database unavailable (%s); retrying", exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -157,9 +159,9 @@ class BatchWriter:
         logger.warning("prediction log: a batch was refused (%s); retrying row by row", exc)
         hours = [hour for hour, rows in block.hours for _ in range(rows)]
         rejected = 0
-        for row, hour in zip(zip(*block.columns, strict=True), hours, strict=True):
+        for row, hour in zip(block.predictions(), hours, strict=True):
             try:
-                self._insert_batch([[value] for value in row], [])
+                self._insert_batch(iter([row]), [])
             except Exception as row_error:
                 rejected += 1
                 self._count_drop(hour, "rejected", 1)
@@ -169,11 +171,11 @@ class BatchWriter:
                 self._insert_batch(None, [row])
             except Exception:
                 logger.error("prediction log: a request line was refused")
-        written = block.rows - rejected
-        self.counters.inc(ROWS_RETRIED, block.rows)
+        written = block.count - rejected
+        self.counters.inc(ROWS_RETRIED, block.count)
         self.counters.inc(ROWS_WRITTEN, written)
         self.counters.inc(ROWS_DROPPED, rejected, reason="rejected")
-        return block.rows
+        return block.count
 
     # --- drops per hour: what the monitoring windows cover -----------------------------------
 
@@ -210,23 +212,23 @@ class BatchWriter:
     # --- inserts ---------------------------------------------------------------------------------
 
     def _insert_batch(
-        self, predictions: list[list[Any]] | None, request_rows: list[tuple[Any, ...]]
+        self, predictions: Iterator[tuple[Any, ...]] | None, request_rows: list[tuple[Any, ...]]
     ) -> None:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
             t = self.tables
-            if self.dialect == "postgresql":
-                if predictions and predictions[0]:
-                    rows = zip(*predictions, strict=True)
+            first = next(predictions, None) if predictions is not None else None
+            if first is not None:  # the block's rows, read one at a time by the driver
+                rows = chain((first,), predictions)
+                if self.dialect == "postgresql":
                     _copy(cursor, "predictions", t.prediction_columns, t.prediction_types, rows)
-                if request_rows:
-                    _copy(cursor, "requests", t.request_columns, t.request_types, request_rows)
-            else:
-                if predictions and predictions[0]:
-                    rows = zip(*predictions, strict=True)
+                else:
                     _executemany(cursor, "predictions", t.prediction_columns, rows)
-                if request_rows:
+            if request_rows:
+                if self.dialect == "postgresql":
+                    _copy(cursor, "requests", t.request_columns, t.request_types, request_rows)
+                else:
                     _executemany(cursor, "requests", t.request_columns, request_rows)
             connection.commit()
         except BaseException:
@@ -246,8 +248,11 @@ class BatchWriter:
     # --- a request's rows, as columns ------------------------------------------------------------
 
     def _extend(self, block: _Block, request_id: str, ts: datetime, served: Served) -> None:
+        if served.columns is None:
+            self._extend_rows(block, request_id, ts, served)
+            return
         n = served.rows
-        features = self._features(served, n)
+        features = self._from_columns(served, n)
         probabilities = np.frombuffer(served.probabilities)
         key = served.request_key
         parts = (
@@ -262,8 +267,32 @@ class BatchWriter:
         )
         for column, values in zip(block.columns, parts, strict=True):
             column.extend(values)
-        block.rows += n
-        block.hours.append((epoch_hour(ts), n))
+        block.column_rows += n
+        block.column_hours.append((epoch_hour(ts), n))
+
+    def _extend_rows(self, block: _Block, request_id: str, ts: datetime, served: Served) -> None:
+        """A body (single rows, mostly): its rows as tuples at once; for a row or two, columns
+        and numpy cost more than the rows themselves."""
+        records = orjson.loads(served.body)
+        try:  # whole records (the usual case): one C call per row
+            features = list(map(_ALL_FEATURES, records))
+        except KeyError:
+            features = [tuple(map(record.get, FEATURE_NAMES)) for record in records]
+        if self.keep is not FEATURE_NAMES:
+            kept = [name in self.keep for name in FEATURE_NAMES]
+            features = [
+                tuple(v if k else None for v, k in zip(f, kept, strict=True)) for f in features
+            ]
+        n = len(features)
+        probabilities = struct.unpack(f"<{n}d", served.probabilities)
+        key, version, threshold = served.request_key, served.model_version, served.threshold
+        when = self._when(ts)
+        suffixes = self._row_suffixes(n)
+        block.rows.extend(
+            (key + suffixes[i], request_id, i, when, version, *row, p, int(p >= threshold))
+            for i, (row, p) in enumerate(zip(features, probabilities, strict=True))
+        )
+        block.row_hours.append((epoch_hour(ts), n))
 
     def _row_suffixes(self, n: int) -> list[str]:
         """ "-00000", "-00001", ...: the row part of a prediction id, made once."""
@@ -271,17 +300,8 @@ class BatchWriter:
             self._suffixes = [f"-{i:05d}" for i in range(max(n, 1024))]
         return self._suffixes[:n]
 
-    def _features(self, served: Served, n: int) -> dict[str, Sequence[Any]]:
-        """Each logged field's n values (absent: all missing)."""
-        if served.columns is not None:
-            features = self._from_columns(served, n)
-        else:
-            features = _from_body(served.body)
-        if self.keep is not FEATURE_NAMES:
-            features = {name: v for name, v in features.items() if name in self.keep}
-        return features
-
     def _from_columns(self, served: Served, n: int) -> dict[str, Sequence[Any]]:
+        """Each logged field's n values from a batch's columns (fields not sent: left out)."""
         logged = served.columns
         layout, matrix = logged.layout, logged.matrix
         features: dict[str, Sequence[Any]] = {}
@@ -302,6 +322,8 @@ class BatchWriter:
             column = features[name]
             for i in np.flatnonzero(np.frombuffer(mask, dtype=np.uint8)).tolist():
                 column[i] = None
+        if self.keep is not FEATURE_NAMES:
+            features = {name: v for name, v in features.items() if name in self.keep}
         return features
 
     def _lookup(self, values: tuple[str | None, ...]) -> np.ndarray:
@@ -313,22 +335,26 @@ class BatchWriter:
 
 
 class _Block:
-    """A shipment's predictions as columns, in PREDICTION_COLUMNS order."""
+    """A shipment's predictions: batches as columns (in the table's column order), bodies as
+    row tuples; read back as one stream of rows."""
 
     def __init__(self, width: int) -> None:
         self.columns: list[list[Any]] = [[] for _ in range(width)]
-        self.rows = 0
-        self.hours: list[tuple[int, int]] = []  # (hour, rows) of each request, for drop counts
+        self.column_rows = 0
+        self.column_hours: list[tuple[int, int]] = []  # (hour, rows) per request: drop counts
+        self.rows: list[tuple[Any, ...]] = []
+        self.row_hours: list[tuple[int, int]] = []
 
+    def predictions(self) -> Iterator[tuple[Any, ...]]:
+        return chain(zip(*self.columns, strict=True), self.rows)
 
-def _from_body(body: bytes) -> dict[str, Sequence[Any]]:
-    """A JSON body's fields as columns (single rows, and rows that met the validator)."""
-    records = orjson.loads(body)
-    try:  # whole records (the usual case): one C call per row
-        features = list(map(_ALL_FEATURES, records))
-    except KeyError:
-        features = [tuple(map(record.get, FEATURE_NAMES)) for record in records]
-    return dict(zip(FEATURE_NAMES, zip(*features, strict=True), strict=True))
+    @property
+    def count(self) -> int:
+        return self.column_rows + len(self.rows)
+
+    @property
+    def hours(self) -> list[tuple[int, int]]:
+        return self.column_hours + self.row_hours
 
 
 def _executemany(cursor: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
