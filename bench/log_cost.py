@@ -37,6 +37,7 @@ from src.schema import FEATURES
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 3
 SECONDS = 10
+ROLES = ("worker", "writer", "postgresql")
 GOALS = {"batch_ratio": 0.75, "single_ratio": 0.90, "rss_mb": 100.0}
 
 
@@ -220,7 +221,11 @@ def run(artifacts: Path, *, rounds: int = ROUNDS, seconds: int = SECONDS) -> dic
         peaks = {name: rss.stop() for name, (_, rss) in servers.items()}
         for server, _ in servers.values():
             server.stop()
-    return summary(results, peaks)
+    found = summary(results, peaks)
+    found["profile"] = profile(artifacts)
+    found["markdown"] += "\n\nWhere the time goes (in-process, each step alone):\n\n"
+    found["markdown"] += profile_markdown(found["profile"])
+    return found
 
 
 def summary(results: dict[str, list[dict[str, Any]]], peaks: dict[str, float]) -> dict[str, Any]:
@@ -292,6 +297,33 @@ def summary(results: dict[str, list[dict[str, Any]]], peaks: dict[str, float]) -
             "peak RSS tree, MB (goal <= +100)",
         ],
         rows,
+    )
+    cpu_rows = [
+        [
+            name,
+            *(
+                f"{f['cpu_ms_per_request'][role]:.2f}"
+                for role in ("worker", "writer", "postgresql")
+            ),
+            *(
+                f"{f['cpu_us_per_single_row_request'][role]:.0f}"
+                for role in ("worker", "writer", "postgresql")
+            ),
+        ]
+        for name, f in figures.items()
+    ]
+    markdown += "\n\nCPU per request, medians (load and catch-up; PostgreSQL: its processes):\n\n"
+    markdown += table(
+        [
+            "log",
+            "1,000 rows: worker ms",
+            "writer ms",
+            "PostgreSQL ms",
+            "1 row: worker us",
+            "writer us",
+            "PostgreSQL us",
+        ],
+        cpu_rows,
     )
     return {"figures": figures, "goals": goals, "markdown": markdown}
 
