@@ -262,9 +262,9 @@ def summary(results: dict[str, list[dict[str, Any]]], peaks: dict[str, float]) -
             [
                 name,
                 f"{figure['batch_rps']:.1f}",
-                f"{figure['batch_p50_ms']}",
+                f"{figure['batch_p50_ms']:.2f}",
                 "-" if name == "log off" else _ratio(figure["batch_ratio"], batch_ratios),
-                "-" if name == "log off" else f"{dropped:,.0f} of {answered:,}",
+                "-" if name == "log off" else f"{dropped:,.0f} of {answered:,.0f}",
                 f"{figure['single_c16_rps']:,.0f}",
                 "-" if name == "log off" else _ratio(figure["single_ratio"], single_ratios),
                 f"{figure['peak_rss_mb']:.0f}"
