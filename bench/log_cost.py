@@ -343,7 +343,9 @@ def _per_call_us(action: Any, repeat: int = 30) -> float:
     return (time.perf_counter() - started) / repeat * 1e6
 
 
-def _text_copy(cursor: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
+def _text_copy(
+    cursor: Any, table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: Any
+) -> None:
     """The COPY this project used before binary COPY: text, every number and time parsed back."""
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:

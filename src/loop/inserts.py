@@ -37,6 +37,8 @@ BATCHES_FAILED = "prediction_log_failed_batches"
 FEATURE_NAMES = FEATURES
 FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in FEATURES if n not in SENSITIVE)
 _ALL_FEATURES = itemgetter(*FEATURE_NAMES)
+# A body this long becomes columns (C loops per column); shorter, row tuples (less per request).
+ROWS_AS_COLUMNS_FROM = 8
 
 
 @dataclass(frozen=True)
@@ -248,11 +250,14 @@ class BatchWriter:
     # --- a request's rows, as columns ------------------------------------------------------------
 
     def _extend(self, block: _Block, request_id: str, ts: datetime, served: Served) -> None:
-        if served.columns is None:
+        n = served.rows
+        if served.columns is not None:
+            features = self._from_columns(served, n)
+        elif n < ROWS_AS_COLUMNS_FROM:
             self._extend_rows(block, request_id, ts, served)
             return
-        n = served.rows
-        features = self._from_columns(served, n)
+        else:  # a batch that met the validator: its body, as columns
+            features = self._from_body(served.body)
         probabilities = np.frombuffer(served.probabilities)
         key = served.request_key
         parts = (
@@ -299,6 +304,15 @@ class BatchWriter:
         if len(self._suffixes) < n:
             self._suffixes = [f"-{i:05d}" for i in range(max(n, 1024))]
         return self._suffixes[:n]
+
+    def _from_body(self, body: bytes) -> dict[str, Sequence[Any]]:
+        records = orjson.loads(body)
+        try:  # whole records (the usual case): one C call per row
+            features = list(map(_ALL_FEATURES, records))
+        except KeyError:
+            features = [tuple(map(record.get, FEATURE_NAMES)) for record in records]
+        columns = dict(zip(FEATURE_NAMES, zip(*features, strict=True), strict=True))
+        return {name: v for name, v in columns.items() if name in self.keep}
 
     def _from_columns(self, served: Served, n: int) -> dict[str, Sequence[Any]]:
         """Each logged field's n values from a batch's columns (fields not sent: left out)."""
