@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import pickle
@@ -68,7 +67,7 @@ class _WriterProcess:
         root = str(Path(__file__).resolve().parents[2])  # the writer imports src from here
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         self._popen = subprocess.Popen(
-            [sys.executable, "-m", "src.loop.writer_process", json.dumps(config)],
+            [sys.executable, "-m", "src.loop.writer_process"],
             stdin=subprocess.PIPE,
             pass_fds=(progress_fd,),
             env={**os.environ, "PYTHONPATH": path},
@@ -77,6 +76,7 @@ class _WriterProcess:
         with contextlib.suppress(OSError):  # fewer, larger writes; the default 64 KiB is fine too
             fcntl.fcntl(self._popen.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._outbox.put(config)  # the first frame
         self._feeder = threading.Thread(target=self._feed, name="prediction-log-feed", daemon=True)
         self._feeder.start()
 

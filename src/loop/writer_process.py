@@ -1,4 +1,4 @@
-"""The prediction log's writer process: `python -m src.loop.writer_process CONFIG`.
+"""The prediction log's writer process: `python -m src.loop.writer_process`, fed on stdin.
 
 A plain subprocess, not multiprocessing's spawn: spawn re-imports the service's main module and
 starts a resource-tracker process beside it, and the writer needs neither. Nor SQLAlchemy: it
@@ -6,7 +6,8 @@ talks to the database through the driver (sqlite3, psycopg), with what the servi
 the URL. What stays in memory is Python, numpy, the driver and one shipment
 (docs/performance.md, "The log's cost").
 
-Frames arrive on stdin (8-byte length, then a pickle from the service's own process); progress
+Frames arrive on stdin (8-byte length, then a pickle from the service's own process: first the
+configuration, then shipments, then None to stop); progress
 goes back through counters in shared memory (see writer.Progress). End of input means the
 service is gone: finish what arrived and stop.
 """
@@ -14,7 +15,6 @@ service is gone: finish what arrived and stop.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
 import select
@@ -103,7 +103,6 @@ def _read_exact(fd: int, size: int) -> bytes | None:
 
 def write_forever(config: dict[str, Any], frames: int) -> None:
     """Batches from the pipe into the database until told to stop, or the pipe ends."""
-    # Ctrl-C reaches the whole process group; the service decides when we stop (after draining).
     # SIGTERM (a process manager): drain what has arrived, then stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     terminated = threading.Event()
@@ -115,7 +114,7 @@ def write_forever(config: dict[str, Any], frames: int) -> None:
         engine,
         log_sensitive=config["log_sensitive"],
         counters=CounterFile(config["metrics_dir"]),
-        tables=Tables(**config["tables"]),
+        tables=Tables(**{name: tuple(v) for name, v in config["tables"].items()}),
     )
     progress.set("ready", 1)
     while True:
@@ -140,8 +139,15 @@ def write_forever(config: dict[str, Any], frames: int) -> None:
 
 
 def main() -> None:
-    config = json.loads(sys.argv[1])
-    write_forever(config, sys.stdin.fileno())
+    # Ctrl-C reaches the whole process group; the service decides when we stop (after draining).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The first frame is the configuration: through the pipe, not the command line, which any
+    # user can read (it holds the database's password, if any).
+    frames = sys.stdin.fileno()
+    header = _read_exact(frames, FRAME_HEADER.size)
+    payload = _read_exact(frames, FRAME_HEADER.unpack(header)[0]) if header else None
+    if payload is not None:
+        write_forever(pickle.loads(payload), frames)  # noqa: S301 - from the service
 
 
 if __name__ == "__main__":
