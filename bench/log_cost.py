@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -157,6 +158,19 @@ def measure(
     }
 
 
+def _drop_database(url: str | None) -> None:
+    """A database this bench made, dropped: PostgreSQL is shared, and a run writes gigabytes."""
+    if not url:
+        return
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        name = url.rsplit("/", 1)[1]
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def _postgres_pids(log_url: str | None) -> list[int]:
     """The server processes that work for this log: its database's backends and the shared
     background ones (WAL writer, checkpointer), not other databases' backends."""
@@ -221,6 +235,8 @@ def run(artifacts: Path, *, rounds: int = ROUNDS, seconds: int = SECONDS) -> dic
         peaks = {name: rss.stop() for name, (_, rss) in servers.items()}
         for server, _ in servers.values():
             server.stop()
+        _drop_database(logs["PostgreSQL"])
+        shutil.rmtree(work, ignore_errors=True)  # the SQLite log: a gigabyte a run
     found = summary(results, peaks)
     found["profile"] = profile(artifacts)
     found["markdown"] += "\n\nWhere the time goes (in-process, each step alone):\n\n"
@@ -383,6 +399,8 @@ def _insert_cost(url: str, shipments: list[list[tuple[Any, ...]]], text_copy: bo
     finally:
         inserts._copy = binary
         engine.dispose()
+        if writer.dialect == "postgresql":
+            _drop_database(url)
     return {"client_us_per_row": spent / rows * 1e6, "server_us_per_row": server / rows * 1e6}
 
 
@@ -455,6 +473,7 @@ def profile(artifacts: Path) -> dict[str, Any]:
     postgres = fresh_postgres()
     if postgres:
         inserts["PostgreSQL text COPY (before)"] = _insert_cost(postgres, shipments["body"], True)
+    shutil.rmtree(work, ignore_errors=True)
     return {"steps": steps, "inserts": inserts}
 
 
