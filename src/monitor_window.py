@@ -24,7 +24,13 @@ from src.fileio import dumps_json, run_cli, write_text_atomic
 from src.loop.labels import purge_unmatched
 from src.loop.statistics import refresh
 from src.loop.tables import make_engine, upgrade
-from src.loop.windows import DEFAULT_WINDOW_HOURS, add_coverage, drift_report, hourly_points
+from src.loop.windows import (
+    DEFAULT_WINDOW_HOURS,
+    add_coverage,
+    coverage_line,
+    drift_report,
+    hourly_points,
+)
 from src.settings import Settings
 
 
@@ -93,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if points
                 else None
             )
-            if report is not None:
-                add_coverage(engine, points, report)
+            add_coverage(engine, points, report)
         except SQLAlchemyError as exc:
             raise DataError(
                 f"{url}: cannot read the prediction log ({type(exc).__name__})"
@@ -120,12 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'yes' if report['model_input_drift'] else 'no'} for model inputs; wrote "
             f"{args.out_dir}/metrics_history.jsonl and drift_report.json"
         )
-        coverage = report.get("log_coverage", {})
-        if coverage.get("rows_dropped"):
-            print(
-                f"the log kept {coverage['share']:.1%} of the rows answered in the drift window "
-                f"({coverage['rows_dropped']:,} dropped); figures built on it cover that share"
-            )
+        if line := coverage_line(report):
+            print(line)
         return 0
 
     return run_cli(body)

@@ -171,9 +171,13 @@ def _coverage(logged: int, dropped: int) -> dict[str, Any]:
     return {"rows_logged": logged, "rows_dropped": dropped, "share": round(share, 6)}
 
 
-def add_coverage(engine: Engine, points: list[dict[str, Any]], report: dict[str, Any]) -> None:
-    """Say, in each hourly point and in the drift window, which share of the answered rows the
-    figures stand on: 1.0 where the log kept every row, less where it dropped some."""
+def add_coverage(
+    engine: Engine, points: list[dict[str, Any]], report: dict[str, Any] | None
+) -> None:
+    """Say, in each hourly point and beside the drift window, which share of the answered rows
+    the figures stand on: 1.0 where the log kept every row, less where it dropped some."""
+    if report is None:
+        return
     lost = hourly_coverage(engine)
     for point in points:
         hour = hour_of(datetime.fromisoformat(point["ts"]))
@@ -185,3 +189,14 @@ def add_coverage(engine: Engine, points: list[dict[str, Any]], report: dict[str,
             first_hour=hour_of(datetime.fromisoformat(window["first_hour"])),
             last_hour=hour_of(datetime.fromisoformat(window["last_hour"])),
         )
+
+
+def coverage_line(report: dict[str, Any]) -> str | None:
+    """One line for the operator when the drift window stands on a partial log."""
+    coverage = report.get("log_coverage", {})
+    if not coverage.get("rows_dropped"):
+        return None
+    return (
+        f"the log kept {coverage['share']:.1%} of the rows answered in the drift window "
+        f"({coverage['rows_dropped']:,} dropped); figures built on it cover that share"
+    )

@@ -54,23 +54,12 @@ class PredictEndpoint:
         state["rows"] = len(probabilities)
         log = app_state.prediction_log
         if log is not None:
-            # A batch hands the log the columns it already holds; a few rows, their body.
-            served = state["served"] = (
-                Served.of_columns(
-                    column_layout(predictor.encoder),
-                    matrix,
-                    columns,
-                    probabilities,
-                    predictor.version,
-                    predictor.threshold,
-                    key,
-                )
-                if columns is not None
-                else Served.of(body, probabilities, predictor.version, predictor.threshold, key)
+            served = state["served"] = _hand_off(
+                predictor, body, matrix, columns, probabilities, key
             )
             if log.policy == "backpressure":
-                # Answered only once the log has room for the rows (or the wait timed out, and
-                # the middleware's record counts them as dropped).
+                # Answered once the log has room for the rows (or the wait timed out, and the
+                # middleware's record counts them as dropped).
                 await log.wait_for_room(served)
         metrics = app_state.metrics
         metrics.rows.inc(len(probabilities))
@@ -95,3 +84,19 @@ class PredictEndpoint:
             {"type": "http.response.start", "status": 200, "headers": [_JSON_HEADER, length]}
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def _hand_off(
+    predictor: Any,
+    body: bytes,
+    matrix: Any,
+    columns: dict[str, tuple[Any, ...]] | None,
+    probabilities: Any,
+    key: str,
+) -> Served:
+    """What the log gets: a batch, the columns it already holds; a few rows, their body."""
+    version, threshold = predictor.version, predictor.threshold
+    if columns is None:
+        return Served.of(body, probabilities, version, threshold, key)
+    layout = column_layout(predictor.encoder)
+    return Served.of_columns(layout, matrix, columns, probabilities, version, threshold, key)
