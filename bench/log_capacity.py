@@ -30,13 +30,16 @@ from sqlalchemy import create_engine, text
 from bench.common import Uvicorn, percentile, process_tree, rss_mib, table
 from bench.serving import wrk
 from bench.workers import _script
+from src.artifacts import load_bundle
 from src.data import load_dataset
+from src.loop.handoff import Served, column_layout
 from src.loop.ids import new_request_key
 from src.loop.inserts import BatchWriter
 from src.loop.tables import make_engine, upgrade
-from src.loop.writer import Served
 from src.multiprocess_metrics import CounterFile
+from src.predictor import Predictor
 from src.schema import FEATURES
+from src.service.body import parse_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 STEADY = 40  # 1,000-row requests a second: 40k rows/s offered
@@ -65,11 +68,15 @@ def _count(url: str, table_name: str = "predictions") -> int:
     return count
 
 
-def writer_alone(url: str, body: bytes, *, shipments: int = 15) -> float:
-    """Rows/s BatchWriter sustains on shipments of 20 x 1,000-row requests."""
+def writer_alone(url: str, body: bytes, artifacts: Path, *, shipments: int = 15) -> float:
+    """Rows/s BatchWriter sustains on shipments of 20 x 1,000-row requests, handed over as the
+    service hands batches over: by their columns."""
     engine = make_engine(url)
     upgrade(engine)
     writer = BatchWriter(engine, log_sensitive=True, counters=CounterFile(None))
+    predictor = Predictor(load_bundle(artifacts), engine="booster")
+    parsed = parse_rows(body, predictor, 10_000)
+    layout = column_layout(predictor.encoder)
     probabilities = np.random.default_rng(0).random(1000)
 
     def shipment() -> list[tuple[Any, ...]]:
@@ -81,7 +88,15 @@ def writer_alone(url: str, body: bytes, *, shipments: int = 15) -> float:
                 "/predict",
                 200,
                 1.0,
-                Served.of(body, probabilities, "v", 0.5, new_request_key()),
+                Served.of_columns(
+                    layout,
+                    parsed.matrix,
+                    parsed.columns,
+                    probabilities,
+                    "v",
+                    0.5,
+                    new_request_key(),
+                ),
             )
             for _ in range(20)
         ]
@@ -217,7 +232,10 @@ def run(artifacts: Path) -> dict[str, Any]:
     body = frame[list(FEATURES)].to_json(orient="records").encode()
     script = _script(work, "batch", body)
     urls = {"SQLite": f"sqlite:///{work / 'alone.db'}", "PostgreSQL": fresh_postgres()}
-    alone = {name: (round(writer_alone(url, body)) if url else None) for name, url in urls.items()}
+    alone = {
+        name: (round(writer_alone(url, body, artifacts)) if url else None)
+        for name, url in urls.items()
+    }
     served = {
         "log off": end_to_end(artifacts, script, None, work),
         "SQLite": end_to_end(artifacts, script, f"sqlite:///{work / 'served.db'}", work),

@@ -22,6 +22,7 @@ SECTIONS = (
     "workers",
     "profile",
     "log",
+    "log_cost",
     "monitoring",
     "drift",
     "load",
@@ -65,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("wrk")
             result = log_capacity.run(args.artifacts)
+        elif section == "log_cost":
+            from bench import log_cost
+
+            ensure_tools("wrk")
+            result = log_cost.run(args.artifacts)
         elif section == "monitoring":
             from bench import monitoring
 

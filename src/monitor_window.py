@@ -25,7 +25,13 @@ from src.fileio import dumps_json, run_cli, write_text_atomic
 from src.loop.labels import purge_unmatched
 from src.loop.statistics import refresh
 from src.loop.tables import make_engine, upgrade
-from src.loop.windows import DEFAULT_WINDOW_HOURS, drift_report, hourly_points
+from src.loop.windows import (
+    DEFAULT_WINDOW_HOURS,
+    add_coverage,
+    coverage_line,
+    drift_report,
+    hourly_points,
+)
 from src.settings import Settings
 
 
@@ -86,6 +92,7 @@ def _judge(
         if points
         else None
     )
+    add_coverage(engine, points, report)  # the share of answered rows the figures rest on
     return purged, done, points, report
 
 
@@ -129,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'yes' if report['model_input_drift'] else 'no'} for model inputs; wrote "
             f"{args.out_dir}/metrics_history.jsonl and drift_report.json"
         )
+        if line := coverage_line(report):
+            print(line)
         return 0
 
     return run_cli(body)

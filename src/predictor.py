@@ -101,12 +101,22 @@ class CompiledEncoder:
     def encode(self, rows: Any) -> np.ndarray | None:
         """The model matrix for rows the contract surely accepts; None if any row needs the full
         validator (which then either rejects the request or hands back rows that encode)."""
+        return self.encode_keeping_columns(rows)[0]
+
+    def encode_keeping_columns(
+        self, rows: Any
+    ) -> tuple[np.ndarray | None, dict[str, tuple[Any, ...]] | None]:
+        """`encode`, and the raw columns the column-wise path built on the way (None for a few
+        rows, encoded row by row): the prediction log hands them over instead of the body."""
         if type(rows) is not list or not rows:
-            return None
+            return None, None
         if len(rows) < ROW_WISE_BELOW:
-            return self._encode_row_wise(rows)
+            return self._encode_row_wise(rows), None
         columns = self._columns(rows)
-        return None if columns is None else self._encode_columns(columns, len(rows))
+        if columns is None:
+            return None, None
+        matrix = self._encode_columns(columns, len(rows))
+        return matrix, None if matrix is None else columns
 
     def _columns(self, rows: list[Any]) -> dict[str, tuple[Any, ...]] | None:
         """Rows transposed to columns; None if a row is not an object or has a field too many

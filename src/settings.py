@@ -67,10 +67,18 @@ class Settings(BaseSettings):
     prediction_log_dir: Path = Field(Path("var"), alias="PREDICTION_LOG_DIR")
     log_sensitive_fields: bool = Field(True, alias="LOG_SENSITIVE_FIELDS")
     # What the log may hold in memory, per worker, before it drops (and counts) rows: requests
-    # waiting to ship plus those shipped and not yet written.
+    # waiting to ship plus those shipped and not yet written. 32 MiB holds about 270,000 batch
+    # rows as columns (about 120 bytes each; they took 300 as JSON, when this was 64 MiB).
     prediction_log_buffer_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024 * 1024, alias="PREDICTION_LOG_BUFFER_BYTES"
+        32 * 1024 * 1024, ge=1024 * 1024, alias="PREDICTION_LOG_BUFFER_BYTES"
     )
+    # When the buffer is full: `drop` the request's rows and count them (answers never wait), or
+    # `backpressure`: the request's connection waits for room, at most PREDICTION_LOG_MAX_WAIT
+    # seconds, and only then are its rows dropped (counted as backpressure_timeout).
+    prediction_log_policy: Literal["drop", "backpressure"] = Field(
+        "drop", alias="PREDICTION_LOG_POLICY"
+    )
+    prediction_log_max_wait: float = Field(1.0, gt=0, le=60, alias="PREDICTION_LOG_MAX_WAIT")
     # The hourly statistics: an hour is final (its quality figures count) once this long has passed
     # since it ended, and gives a quality point only with this many labelled rows. At 500 labelled
     # rows the sampling noise of one hour's ROC-AUC is 1.3% (5th percentile: 2.3% below the true

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -49,10 +50,14 @@ POSTGRES_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-HEAD = sorted(
-    p.name[:4]
-    for p in (Path(__file__).parent.parent / "src/loop/migrations/versions").glob("0*.py")
-)[-1]
+# The newest migration's revision id, as its file declares it (ids need not be the file's prefix).
+HEAD = re.search(
+    r'^revision = "([^"]+)"',
+    sorted((Path(__file__).parent.parent / "src/loop/migrations/versions").glob("0*.py"))[
+        -1
+    ].read_text(),
+    re.MULTILINE,
+).group(1)
 
 
 def _postgres_database() -> Iterator[str]:

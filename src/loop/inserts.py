@@ -1,28 +1,32 @@
 """Rows into the database, fast and without silent loss: the bulk path of each database (SQLite's
-executemany in one transaction, PostgreSQL's COPY), a row-by-row retry when a batch is refused,
-and backoff while the database is unreachable."""
+executemany over columns in one transaction, PostgreSQL's binary COPY), a row-by-row retry when a
+batch is refused, and backoff while the database is unreachable.
+
+A shipment becomes one block of columns: each request's values are extended onto them whole
+(a batch's numbers straight from its matrix, its categories by one numpy take), and rows exist
+only as the tuples the database driver reads one at a time."""
 
 from __future__ import annotations
 
 import logging
+import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from itertools import repeat
+from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy.engine import Engine
 
-from src.loop.tables import (
-    FEATURE_NAMES,
-    FEATURE_NAMES_WITHOUT_SENSITIVE,
-    PREDICTION_COLUMNS,
-    REQUEST_COLUMNS,
-)
+from src.loop.handoff import TEXT_SEPARATOR, Served, epoch_hour
 from src.multiprocess_metrics import CounterFile
+from src.schema import FEATURES, SENSITIVE
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 logger = logging.getLogger("service")
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
@@ -30,7 +34,55 @@ ROWS_WRITTEN = "prediction_log_written_rows"
 ROWS_RETRIED = "prediction_log_retried_rows"
 ROWS_DROPPED = "prediction_log_dropped_rows"
 BATCHES_FAILED = "prediction_log_failed_batches"
+FEATURE_NAMES = FEATURES
+FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in FEATURES if n not in SENSITIVE)
 _ALL_FEATURES = itemgetter(*FEATURE_NAMES)
+# A body this long becomes columns (C loops per column); shorter, row tuples (less per request).
+ROWS_AS_COLUMNS_FROM = 8
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The two tables the writer fills, as plain data: the writer process reads them from the
+    service (src.loop.tables declares them, with SQLAlchemy, which the writer does without)."""
+
+    prediction_columns: tuple[str, ...]
+    request_columns: tuple[str, ...]
+    prediction_types: tuple[str, ...]  # PostgreSQL's type of each column, for binary COPY
+    request_types: tuple[str, ...]
+
+
+def schema_tables() -> Tables:
+    from sqlalchemy import BigInteger, DateTime, Float, Integer, SmallInteger, String
+
+    from src.loop.tables import (
+        PREDICTION_COLUMNS,
+        REQUEST_COLUMNS,
+        predictions_table,
+        requests_table,
+    )
+
+    kinds = (
+        (BigInteger, "int8"),
+        (SmallInteger, "int2"),
+        (Integer, "int4"),
+        (Float, "float8"),
+        (DateTime, "timestamptz"),
+        (String, "text"),
+    )
+
+    def types(table: Any, columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(
+            next(name for cls, name in kinds if isinstance(table.c[column].type, cls))
+            for column in columns
+        )
+
+    return Tables(
+        tuple(PREDICTION_COLUMNS),
+        tuple(REQUEST_COLUMNS),
+        types(predictions_table, PREDICTION_COLUMNS),
+        types(requests_table, REQUEST_COLUMNS),
+    )
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -44,28 +96,37 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 class BatchWriter:
-    """Turns queued requests into rows and inserts them, one transaction per batch."""
+    """Turns queued requests into column blocks and inserts them, one transaction per batch."""
 
-    def __init__(self, engine: Engine, *, log_sensitive: bool, counters: CounterFile) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        log_sensitive: bool,
+        counters: CounterFile,
+        tables: Tables | None = None,
+    ) -> None:
         self.engine = engine
+        self.tables = tables or schema_tables()
         self.keep = FEATURE_NAMES if log_sensitive else FEATURE_NAMES_WITHOUT_SENSITIVE
         self.counters = counters
         self.dialect = engine.dialect.name
+        self._lookups: dict[tuple[str | None, ...], np.ndarray] = {}
+        self._suffixes: list[str] = []
+        self._drops: dict[tuple[int, str], int] = {}  # counted, not yet stored
 
     def write(
         self, requests: Sequence[tuple[Any, ...]], *, stop_waiting: Callable[[], bool]
     ) -> int:
         """Write one shipment; return how many prediction rows it held (written or dropped)."""
-        predictions = [
-            row
-            for request_id, ts, _, _, _, served in requests
-            if served is not None
-            for row in self._rows(request_id, ts, served)
-        ]
+        block = _Block(len(self.tables.prediction_columns))
+        for request_id, ts, _, _, _, served in requests:
+            if served is not None:
+                self._extend(block, request_id, ts, served)
         request_rows = [
             (
                 request_id,
-                self._stamp(ts),
+                self._when(ts),
                 path,
                 status,
                 latency_ms,
@@ -77,58 +138,100 @@ class BatchWriter:
         backoff = BACKOFF_START
         while True:
             try:
-                self._insert_batch(predictions, request_rows)
-                self.counters.inc(ROWS_WRITTEN, len(predictions))
-                return len(predictions)
+                self._insert_batch(block.predictions(), request_rows)
+                self.counters.inc(ROWS_WRITTEN, block.count)
+                return block.count
             except Exception as exc:
                 if not _is_outage(exc):
                     self.counters.inc(BATCHES_FAILED, 1)
-                    return self._row_by_row(predictions, request_rows, exc)
+                    return self._row_by_row(block, request_rows, exc)
                 if stop_waiting():
-                    self.counters.inc(ROWS_DROPPED, len(predictions), reason="database_unavailable")
-                    return len(predictions)
+                    self.counters.inc(ROWS_DROPPED, block.count, reason="database_unavailable")
+                    for hour, rows in block.hours:
+                        self._count_drop(hour, "database_unavailable", rows)
+                    return block.count
                 logger.warning("prediction log: database unavailable (%s); retrying", exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _row_by_row(
-        self,
-        predictions: list[tuple[Any, ...]],
-        request_rows: list[tuple[Any, ...]],
-        exc: Exception,
+        self, block: _Block, request_rows: list[tuple[Any, ...]], exc: Exception
     ) -> int:
         """One bad row costs one row: each is tried alone, the refused ones counted."""
         logger.warning("prediction log: a batch was refused (%s); retrying row by row", exc)
+        hours = [hour for hour, rows in block.hours for _ in range(rows)]
         rejected = 0
-        for row in predictions:
+        for row, hour in zip(block.predictions(), hours, strict=True):
             try:
-                self._insert_batch([row], [])
+                self._insert_batch(iter([row]), [])
             except Exception as row_error:
                 rejected += 1
+                self._count_drop(hour, "rejected", 1)
                 logger.error("prediction log: a row was refused: %s", type(row_error).__name__)
         for row in request_rows:
             try:
-                self._insert_batch([], [row])
+                self._insert_batch(None, [row])
             except Exception:
                 logger.error("prediction log: a request line was refused")
-        written = len(predictions) - rejected
-        self.counters.inc(ROWS_RETRIED, len(predictions))
+        written = block.count - rejected
+        self.counters.inc(ROWS_RETRIED, block.count)
         self.counters.inc(ROWS_WRITTEN, written)
         self.counters.inc(ROWS_DROPPED, rejected, reason="rejected")
-        return len(predictions)
+        return block.count
+
+    # --- drops per hour: what the monitoring windows cover -----------------------------------
+
+    def _count_drop(self, hour: int, reason: str, rows: int) -> None:
+        self._drops[(hour, reason)] = self._drops.get((hour, reason), 0) + rows
+
+    def count_drops(self, drops: dict[tuple[int, str], int]) -> None:
+        """Add drop counts (the service's, and this writer's own) to the log_drops table; kept
+        for the next try while the database cannot take them."""
+        for (hour, reason), rows in drops.items():
+            self._count_drop(hour, reason, rows)
+        if not self._drops:
+            return
+        marks = "?, ?, ?" if self.dialect == "sqlite" else "%s, %s, %s"
+        statement = (
+            f"INSERT INTO log_drops (hour, reason, rows) VALUES ({marks}) "  # noqa: S608
+            "ON CONFLICT (hour, reason) DO UPDATE SET rows = log_drops.rows + excluded.rows"
+        )
+        connection = None
+        try:
+            connection = self.engine.raw_connection()
+            cursor = connection.cursor()
+            cursor.executemany(statement, [(h, r, n) for (h, r), n in self._drops.items()])
+            connection.commit()
+            self._drops = {}
+        except Exception as exc:
+            if connection is not None:
+                connection.rollback()
+            logger.warning("prediction log: drop counts not stored yet (%s)", type(exc).__name__)
+        finally:
+            if connection is not None:
+                connection.close()
+
+    # --- inserts ---------------------------------------------------------------------------------
 
     def _insert_batch(
-        self, predictions: list[tuple[Any, ...]], request_rows: list[tuple[Any, ...]]
+        self, predictions: Iterator[tuple[Any, ...]] | None, request_rows: list[tuple[Any, ...]]
     ) -> None:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
-            if self.dialect == "postgresql":
-                _copy(cursor, "predictions", PREDICTION_COLUMNS, predictions)
-                _copy(cursor, "requests", REQUEST_COLUMNS, request_rows)
-            else:
-                _executemany(cursor, "predictions", PREDICTION_COLUMNS, predictions)
-                _executemany(cursor, "requests", REQUEST_COLUMNS, request_rows)
+            t = self.tables
+            first = next(predictions, None) if predictions is not None else None
+            if first is not None:  # the block's rows, read one at a time by the driver
+                rows = chain((first,), predictions)
+                if self.dialect == "postgresql":
+                    _copy(cursor, "predictions", t.prediction_columns, t.prediction_types, rows)
+                else:
+                    _executemany(cursor, "predictions", t.prediction_columns, rows)
+            if request_rows:
+                if self.dialect == "postgresql":
+                    _copy(cursor, "requests", t.request_columns, t.request_types, request_rows)
+                else:
+                    _executemany(cursor, "requests", t.request_columns, request_rows)
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -136,16 +239,46 @@ class BatchWriter:
         finally:
             connection.close()
 
-    @staticmethod
-    def _stamp(ts: datetime) -> str:
-        """A time as text, once per request rather than once per row: ISO-8601 with microseconds
-        and the UTC offset, which SQLite's date functions and PostgreSQL both read (and which
-        sorts as text)."""
+    def _when(self, ts: datetime) -> Any:
+        """A time as the database takes it fastest: PostgreSQL's binary COPY takes the datetime;
+        SQLite takes text, formatted once per request rather than once per row: ISO-8601 with
+        microseconds and the UTC offset, which its date functions read (and which sorts)."""
+        if self.dialect == "postgresql":
+            return ts
         return ts.isoformat(" ", timespec="microseconds")
 
-    def _rows(self, request_id: str, ts: datetime, served: Any) -> list[tuple[Any, ...]]:
+    # --- a request's rows, as columns ------------------------------------------------------------
+
+    def _extend(self, block: _Block, request_id: str, ts: datetime, served: Served) -> None:
+        n = served.rows
+        if served.columns is not None:
+            features = self._from_columns(served, n)
+        elif n < ROWS_AS_COLUMNS_FROM:
+            self._extend_rows(block, request_id, ts, served)
+            return
+        else:  # a batch that met the validator: its body, as columns
+            features = self._from_body(served.body)
+        probabilities = np.frombuffer(served.probabilities)
+        key = served.request_key
+        parts = (
+            list(map(key.__add__, self._row_suffixes(n))),
+            [request_id] * n,
+            range(n),
+            [self._when(ts)] * n,
+            [served.model_version] * n,
+            *(features.get(name) or [None] * n for name in FEATURE_NAMES),
+            probabilities.tolist(),
+            (probabilities >= served.threshold).astype(np.int64).tolist(),
+        )
+        for column, values in zip(block.columns, parts, strict=True):
+            column.extend(values)
+        block.column_rows += n
+        block.column_hours.append((epoch_hour(ts), n))
+
+    def _extend_rows(self, block: _Block, request_id: str, ts: datetime, served: Served) -> None:
+        """A body (single rows, mostly): its rows as tuples at once; for a row or two, columns
+        and numpy cost more than the rows themselves."""
         records = orjson.loads(served.body)
-        n = len(records)
         try:  # whole records (the usual case): one C call per row
             features = list(map(_ALL_FEATURES, records))
         except KeyError:
@@ -155,33 +288,100 @@ class BatchWriter:
             features = [
                 tuple(v if k else None for v, k in zip(f, kept, strict=True)) for f in features
             ]
-        probabilities = np.frombuffer(served.probabilities)
-        classes = (probabilities >= served.threshold).astype(np.int64).tolist()
-        key = served.request_key
-        return list(
-            zip(
-                [f"{key}-{i:05d}" for i in range(n)],
-                repeat(request_id, n),
-                range(n),
-                repeat(self._stamp(ts), n),
-                repeat(served.model_version, n),
-                *zip(*features, strict=True),
-                probabilities.tolist(),
-                classes,
-                strict=True,
-            )
+        n = len(features)
+        probabilities = struct.unpack(f"<{n}d", served.probabilities)
+        key, version, threshold = served.request_key, served.model_version, served.threshold
+        when = self._when(ts)
+        suffixes = self._row_suffixes(n)
+        block.rows.extend(
+            (key + suffixes[i], request_id, i, when, version, *row, p, int(p >= threshold))
+            for i, (row, p) in enumerate(zip(features, probabilities, strict=True))
         )
+        block.row_hours.append((epoch_hour(ts), n))
+
+    def _row_suffixes(self, n: int) -> list[str]:
+        """ "-00000", "-00001", ...: the row part of a prediction id, made once."""
+        if len(self._suffixes) < n:
+            self._suffixes = [f"-{i:05d}" for i in range(max(n, 1024))]
+        return self._suffixes[:n]
+
+    def _from_body(self, body: bytes) -> dict[str, Sequence[Any]]:
+        records = orjson.loads(body)
+        try:  # whole records (the usual case): one C call per row
+            features = list(map(_ALL_FEATURES, records))
+        except KeyError:
+            features = [tuple(map(record.get, FEATURE_NAMES)) for record in records]
+        columns = dict(zip(FEATURE_NAMES, zip(*features, strict=True), strict=True))
+        return {name: v for name, v in columns.items() if name in self.keep}
+
+    def _from_columns(self, served: Served, n: int) -> dict[str, Sequence[Any]]:
+        """Each logged field's n values from a batch's columns (fields not sent: left out)."""
+        logged = served.columns
+        layout, matrix = logged.layout, logged.matrix
+        features: dict[str, Sequence[Any]] = {}
+        for j, name in enumerate(layout.numeric):
+            features[name] = matrix[:, j].tolist()
+        for j, (name, values) in enumerate(layout.categorical, start=len(layout.numeric)):
+            codes = matrix[:, j]
+            lookup = self._lookup(values)
+            # NaN: a missing value the model never saw in training; the last slot is None.
+            index = np.where(np.isnan(codes), len(values), codes).astype(np.intp)
+            features[name] = lookup.take(index).tolist()
+        for name, joined in logged.texts.items():
+            values = joined.decode().split(TEXT_SEPARATOR)
+            if len(values) != n:  # cannot happen through the API's contract (NUL is refused)
+                raise ValueError(f"{name}: {len(values)} values for {n} rows")
+            features[name] = values
+        for name, mask in logged.missing.items():
+            column = features[name]
+            for i in np.flatnonzero(np.frombuffer(mask, dtype=np.uint8)).tolist():
+                column[i] = None
+        if self.keep is not FEATURE_NAMES:
+            features = {name: v for name, v in features.items() if name in self.keep}
+        return features
+
+    def _lookup(self, values: tuple[str | None, ...]) -> np.ndarray:
+        lookup = self._lookups.get(values)
+        if lookup is None:
+            lookup = np.array([*values, None], dtype=object)
+            self._lookups[values] = lookup
+        return lookup
 
 
-def _executemany(cursor: Any, table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
-    if rows:
-        marks = ", ".join("?" * len(columns))
-        cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
+class _Block:
+    """A shipment's predictions: batches as columns (in the table's column order), bodies as
+    row tuples; read back as one stream of rows."""
+
+    def __init__(self, width: int) -> None:
+        self.columns: list[list[Any]] = [[] for _ in range(width)]
+        self.column_rows = 0
+        self.column_hours: list[tuple[int, int]] = []  # (hour, rows) per request: drop counts
+        self.rows: list[tuple[Any, ...]] = []
+        self.row_hours: list[tuple[int, int]] = []
+
+    def predictions(self) -> Iterator[tuple[Any, ...]]:
+        return chain(zip(*self.columns, strict=True), self.rows)
+
+    @property
+    def count(self) -> int:
+        return self.column_rows + len(self.rows)
+
+    @property
+    def hours(self) -> list[tuple[int, int]]:
+        return self.column_hours + self.row_hours
 
 
-def _copy(cursor: Any, table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
-    """PostgreSQL's bulk-load path (psycopg 3's COPY), which its docs recommend for many rows."""
-    if rows:
-        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+def _executemany(cursor: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
+    marks = ", ".join("?" * len(columns))
+    cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
+
+
+def _copy(
+    cursor: Any, table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: Any
+) -> None:
+    """PostgreSQL's bulk-load path, binary: no number or time is formatted as text and parsed
+    back (psycopg 3's COPY, which its docs recommend for many rows)."""
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)

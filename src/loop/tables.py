@@ -85,6 +85,17 @@ labels_table = Table(
     Column("xact", BigInteger, nullable=True, index=True),  # as in requests
 )
 
+# Predicted rows the log answered but could not keep, per hour of their request and reason
+# (buffer_full, rejected, writer_died, ...): with the rows it kept, the share a window covers.
+# Every process adds to its hour's count; nothing is ever subtracted.
+log_drops_table = Table(
+    "log_drops",
+    metadata,
+    Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("reason", String(32), primary_key=True),
+    Column("rows", BigInteger, nullable=False),
+)
+
 FEATURE_NAMES = tuple(c.name for c in COLUMNS)
 FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in FEATURE_NAMES if n not in SENSITIVE)
 PREDICTION_COLUMNS = (

@@ -17,8 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from src.drift import DriftReport, FeatureReference, compare_counts
-from src.loop.statistics import as_utc, hour_start
-from src.loop.tables import hourly_bins_table, hourly_ops_table, hourly_quality_table
+from src.loop.statistics import as_utc, hour_of, hour_start
+from src.loop.tables import (
+    hourly_bins_table,
+    hourly_ops_table,
+    hourly_quality_table,
+    log_drops_table,
+)
 
 DEFAULT_WINDOW_HOURS = 24
 
@@ -129,3 +134,74 @@ def drift_report(
     report = DriftReport(threshold=threshold, details=details).to_dict()
     report["window"] = window
     return report
+
+
+# --- coverage: the share of answered rows the log kept --------------------------------------------
+
+
+def hourly_coverage(engine: Engine) -> dict[int, dict[str, Any]]:
+    """Per hour that lost rows: rows logged (the statistics), rows dropped (log_drops, every
+    reason), and the share of answered rows (logged + dropped) the log kept."""
+    q, d = hourly_quality_table, log_drops_table
+    with engine.connect() as connection:
+        by_hour = select(d.c.hour, func.sum(d.c.rows)).group_by(d.c.hour)
+        dropped = {hour: rows for hour, rows in connection.execute(by_hour)}
+        logged_by_hour = (
+            select(q.c.hour, func.sum(q.c.rows))
+            .where(q.c.hour.in_(list(dropped)))
+            .group_by(q.c.hour)
+        )
+        logged = {hour: rows for hour, rows in connection.execute(logged_by_hour)}
+    return {
+        hour: _coverage(int(logged.get(hour) or 0), int(lost)) for hour, lost in dropped.items()
+    }
+
+
+def window_coverage(engine: Engine, *, first_hour: int, last_hour: int) -> dict[str, Any]:
+    """The same over the hours [first_hour, last_hour]."""
+    q, d = hourly_quality_table, log_drops_table
+    with engine.connect() as connection:
+        logged = connection.execute(
+            select(func.sum(q.c.rows)).where(q.c.hour >= first_hour, q.c.hour <= last_hour)
+        ).scalar()
+        dropped = connection.execute(
+            select(func.sum(d.c.rows)).where(d.c.hour >= first_hour, d.c.hour <= last_hour)
+        ).scalar()
+    return _coverage(int(logged or 0), int(dropped or 0))
+
+
+def _coverage(logged: int, dropped: int) -> dict[str, Any]:
+    answered = logged + dropped
+    share = logged / answered if answered else 1.0
+    return {"rows_logged": logged, "rows_dropped": dropped, "share": round(share, 6)}
+
+
+def add_coverage(
+    engine: Engine, points: list[dict[str, Any]], report: dict[str, Any] | None
+) -> None:
+    """Say, in each hourly point and beside the drift window, which share of the answered rows
+    the figures stand on: 1.0 where the log kept every row, less where it dropped some."""
+    if report is None:
+        return
+    lost = hourly_coverage(engine)
+    for point in points:
+        hour = hour_of(datetime.fromisoformat(point["ts"]))
+        point["log_coverage"] = lost[hour]["share"] if hour in lost else 1.0
+    window = report.get("window", {})
+    if "first_hour" in window:  # beside the window, not in it: readers type its values
+        report["log_coverage"] = window_coverage(
+            engine,
+            first_hour=hour_of(datetime.fromisoformat(window["first_hour"])),
+            last_hour=hour_of(datetime.fromisoformat(window["last_hour"])),
+        )
+
+
+def coverage_line(report: dict[str, Any]) -> str | None:
+    """One line for the operator when the drift window stands on a partial log."""
+    coverage = report.get("log_coverage", {})
+    if not coverage.get("rows_dropped"):
+        return None
+    return (
+        f"the log kept {coverage['share']:.1%} of the rows answered in the drift window "
+        f"({coverage['rows_dropped']:,} dropped); figures built on it cover that share"
+    )

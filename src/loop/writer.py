@@ -1,8 +1,16 @@
 """The log's writer: requests append to a pending list; a writer process inserts them in batches.
 
 Writes never happen on the request path, and nothing is lost without being counted:
+- a batch request hands over columns, not rows: the encoded matrix the model saw, the
+  probabilities, and the sensitive fields as one joined string each; the writer maps codes back
+  to categories with numpy and inserts column blocks. No per-row Python object is made on the
+  request path (docs/performance.md, "The log's cost");
 - the service's side is bounded in bytes (pending + shipped and not yet written); past the bound a
-  request's rows are dropped and counted (reason `buffer_full`), memory never grows;
+  request's rows are dropped and counted (reason `buffer_full`), memory never grows; or, when the
+  operator chooses backpressure, the request first waits (bounded) for room, and only a wait that
+  times out drops (reason `backpressure_timeout`);
+- drops are also counted per hour, and the writer stores those counts beside the rows (table
+  log_drops), so a monitoring window can say which share of the answered rows it covers;
 - a batch the database refuses is retried row by row, so one bad row costs one row (counted,
   reason `rejected`);
 - a database outage is retried with backoff while the byte bound holds the rest;
@@ -13,91 +21,111 @@ Counts reach /metrics through the metrics folder shared by every process of the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import logging
-import multiprocessing
 import os
+import pickle
 import queue
-import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from sqlalchemy.engine import Engine
 
-from src.loop.inserts import BatchWriter
+from src.loop.handoff import Served, epoch_hour
+from src.loop.inserts import schema_tables
+from src.loop.progress import Progress
 from src.loop.tables import create_tables, make_engine
-from src.multiprocess_metrics import CounterFile
+from src.loop.writer_process import FRAME_HEADER
 
 logger = logging.getLogger("service")
+__all__ = ["POLICIES", "PredictionLog", "Served"]
 ROWS_DROPPED = "prediction_log_dropped_rows"
 ROWS_WRITTEN = "prediction_log_written_rows"
 ROWS_RETRIED = "prediction_log_retried_rows"
-DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+DEFAULT_BUFFER_BYTES = 32 * 1024 * 1024
+POLICIES = ("drop", "backpressure")
+DEFAULT_MAX_WAIT_SECONDS = 1.0
+_WAIT_POLL_SECONDS = 0.002
+_F_SETPIPE_SZ = 1031  # fcntl: a pipe's capacity (Linux)
+_FEEDER_STOP = object()
 
 
-@dataclass(frozen=True)
-class Served:
-    """What /predict answered: the request body as received (the JSON list of rows), the
-    probabilities in bytes, and the key its prediction ids are built from."""
+class _WriterProcess:
+    """The writer subprocess, fed through its stdin by a thread of this process (pickling and
+    writing never hold up the event loop), with the process methods the service uses."""
 
-    body: bytes
-    probabilities: bytes
-    model_version: str
-    threshold: float
-    request_key: str
-
-    @property
-    def rows(self) -> int:
-        return len(self.probabilities) // 8
-
-    @property
-    def size(self) -> int:
-        """Bytes this request holds while it waits to be written."""
-        return len(self.body) + len(self.probabilities) + 200
-
-    @classmethod
-    def of(
-        cls,
-        body: bytes,
-        probabilities: np.ndarray,
-        model_version: str,
-        threshold: float,
-        request_key: str,
-    ) -> Served:
-        return cls(
-            body, probabilities.astype(np.float64).tobytes(), model_version, threshold, request_key
+    def __init__(self, config: dict[str, Any], progress_fd: int) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # the writer imports src from here
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        self._popen = subprocess.Popen(
+            [sys.executable, "-m", "src.loop.writer_process"],
+            stdin=subprocess.PIPE,
+            pass_fds=(progress_fd,),
+            env={**os.environ, "PYTHONPATH": path},
         )
+        self.pid = self._popen.pid
+        with contextlib.suppress(OSError):  # fewer, larger writes; the default 64 KiB is fine too
+            fcntl.fcntl(self._popen.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._outbox.put(config)  # the first frame
+        self._feeder = threading.Thread(target=self._feed, name="prediction-log-feed", daemon=True)
+        self._feeder.start()
 
+    def put(self, message: Any) -> None:
+        self._outbox.put(message)
 
-class _Progress:
-    """Counters shared with the writer process. Each is written by one side only (the service:
-    shipped; the writer: done), so no lock is needed and a writer that dies holds none."""
+    def _feed(self) -> None:
+        pipe = self._popen.stdin.fileno()
+        broken = False
+        while True:
+            message = self._outbox.get()
+            if message is _FEEDER_STOP:
+                break
+            if not broken:
+                data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                try:
+                    _write_all(pipe, FRAME_HEADER.pack(len(data)))
+                    _write_all(pipe, data)
+                except OSError:  # the writer died: what it was sent is counted as lost
+                    broken = True
+            if message is None:
+                break
+        with contextlib.suppress(OSError):
+            self._popen.stdin.close()
 
-    def __init__(self, context: Any) -> None:
-        self._values = {
-            name: context.Value("q", 0, lock=False)
-            for name in ("shipped_rows", "shipped_bytes", "done_rows", "done_bytes", "ready")
-        }
-
-    def __getitem__(self, name: str) -> int:
-        return self._values[name].value
-
-    def add(self, name: str, amount: int) -> None:
-        self._values[name].value += amount
-
-    def set(self, name: str, value: int) -> None:
-        self._values[name].value = value
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
 
     @property
-    def in_flight_bytes(self) -> int:
-        return self["shipped_bytes"] - self["done_bytes"]
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
 
-    @property
-    def in_flight_rows(self) -> int:
-        return self["shipped_rows"] - self["done_rows"]
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    def close(self) -> None:
+        """Stop feeding (what was not written is dropped: the caller counted it)."""
+        self._outbox.put(_FEEDER_STOP)
+        self._feeder.join(5)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class PredictionLog:
@@ -117,24 +145,32 @@ class PredictionLog:
         log_sensitive: bool = True,
         metrics_dir: str | None = None,
         on_drop: Callable[[int, str], None] = lambda rows, reason: None,
+        policy: str = "drop",
+        max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
     ) -> None:
-        self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.url = url
         self.engine = make_engine(url)  # this process's own connection: labels and reads
         self.buffer_bytes = buffer_bytes
         self.log_sensitive = log_sensitive
         self.metrics_dir = metrics_dir
         self.on_drop = on_drop
+        self.policy = policy
+        self.max_wait = max_wait
         self.dropped_rows = 0
+        self.waited_requests = 0  # backpressure: requests that had to wait for room
         self.restarts = 0
         self.last_failure = ""
-        self._progress = _Progress(self._context)
+        self._progress = Progress()
         self._pending: list[tuple[Any, ...]] = []
         self._pending_bytes = 0
+        self._reserved_bytes = 0  # backpressure: room set aside for requests being answered
+        self._reservations: dict[int, int] = {}  # id(served) -> bytes set aside
+        self._drops_by_hour: dict[tuple[int, str], int] = {}  # shipped to the writer, stored
         self._lock = threading.Lock()
         self._closing = False
-        self.queue: Any = None
-        self.process: Any = None
+        self.process: _WriterProcess | None = None
 
     def start(self) -> PredictionLog:
         create_tables(self.engine)  # fails here, at startup, if the database is unreachable
@@ -142,14 +178,16 @@ class PredictionLog:
         return self
 
     def _spawn(self) -> None:
-        self.queue = self._context.Queue()
-        self.process = self._context.Process(
-            target=write_forever,
-            args=(self.url, self.queue, self._progress, self.log_sensitive, self.metrics_dir),
-            name="prediction-log",
-            daemon=True,
+        self.process = _WriterProcess(
+            {
+                "connect": driver_connect(self.engine),
+                "log_sensitive": self.log_sensitive,
+                "metrics_dir": self.metrics_dir,
+                "progress_fd": self._progress.fd,
+                "tables": asdict(schema_tables()),
+            },
+            self._progress.fd,
         )
-        self.process.start()
 
     # --- the request path: one append, never blocks -------------------------------------------
 
@@ -162,23 +200,58 @@ class PredictionLog:
         latency_ms: float,
         served: Served | None = None,
     ) -> bool:
-        """Queue one request; `served` carries its rows when it was answered with predictions."""
+        """Queue one request; `served` carries its rows when it was answered with predictions.
+        Without room, its rows are dropped and counted (after a wait that timed out, under
+        backpressure: see `wait_for_room`)."""
         size = served.size if served else 200
         with self._lock:
-            if self._pending_bytes + self._progress.in_flight_bytes + size > self.buffer_bytes:
-                self._drop(served.rows if served else 0, "buffer_full")
+            reserved = self._reservations.pop(id(served), None) if served else None
+            if reserved is not None:  # room was set aside while the request waited for it
+                self._reserved_bytes -= reserved
+            elif not self._has_room(size):
+                reason = "backpressure_timeout" if self.policy == "backpressure" else "buffer_full"
+                self._drop(served.rows if served else 0, reason, epoch_hour(ts))
                 return False
             self._pending.append((request_id, ts, path, status, latency_ms, served))
             self._pending_bytes += size
         return True
 
-    def _drop(self, rows: int, reason: str) -> None:
+    def _has_room(self, size: int) -> bool:
+        held = self._pending_bytes + self._reserved_bytes + self._progress.in_flight_bytes
+        return held + size <= self.buffer_bytes
+
+    async def wait_for_room(self, served: Served) -> bool:
+        """Backpressure: hold the request, before it is answered, until the buffer has room for
+        its rows, at most `max_wait` seconds; the room found is set aside for its `record`.
+        False when the wait timed out (`record` then drops and counts the rows). Under the drop
+        policy: no wait, nothing set aside."""
+        if self.policy != "backpressure":
+            return True
+        deadline = time.monotonic() + self.max_wait
+        waited = False
+        while True:
+            with self._lock:
+                if self._has_room(served.size):
+                    self._reservations[id(served)] = served.size
+                    self._reserved_bytes += served.size
+                    return True
+            if not waited:
+                waited = True
+                self.waited_requests += 1
+            if time.monotonic() >= deadline or self._closing:
+                return False
+            await asyncio.sleep(_WAIT_POLL_SECONDS)
+
+    def _drop(self, rows: int, reason: str, hour: int | None = None) -> None:
         if rows:
             self.dropped_rows += rows
             self.on_drop(rows, reason)
+            key = (epoch_hour(datetime.now(UTC)) if hour is None else hour, reason)
+            self._drops_by_hour[key] = self._drops_by_hour.get(key, 0) + rows
 
     def ship(self) -> None:
-        """Hand the pending requests to the writer in one put; the service calls this often."""
+        """Hand the pending requests to the writer in one put; the service calls this often.
+        The drop counts per hour go along, outside the byte bound (a few small numbers)."""
         with self._lock:
             batch, size, self._pending, self._pending_bytes = (
                 self._pending,
@@ -186,11 +259,12 @@ class PredictionLog:
                 [],
                 0,
             )
-        if not batch:
+            drops, self._drops_by_hour = self._drops_by_hour, {}
+        if not batch and not drops:
             return
         self._progress.add("shipped_bytes", size)
         self._progress.add("shipped_rows", sum(item[5].rows for item in batch if item[5]))
-        self.queue.put((batch, size))
+        self.process.put((batch, size, drops))
 
     # --- health ------------------------------------------------------------------------------
 
@@ -207,7 +281,7 @@ class PredictionLog:
         self._progress.set("done_rows", self._progress["shipped_rows"])
         self._progress.set("done_bytes", self._progress["shipped_bytes"])
         self._progress.set("ready", 0)
-        self.queue.cancel_join_thread()  # what it held is counted as lost; do not wait on it
+        self.process.close()  # what it held is counted as lost; do not wait on it
         self.restarts += 1
         self._spawn()
 
@@ -224,7 +298,7 @@ class PredictionLog:
 
     @property
     def buffered_bytes(self) -> int:
-        return self._pending_bytes + self._progress.in_flight_bytes
+        return self._pending_bytes + self._reserved_bytes + self._progress.in_flight_bytes
 
     # --- control -----------------------------------------------------------------------------
 
@@ -246,7 +320,7 @@ class PredictionLog:
         self.ship()
         self._closing = True
         if self.process.is_alive():
-            self.queue.put(None)  # the stop marker, after every batch
+            self.process.put(None)  # the stop marker, after every batch
             self.process.join(timeout)
         if self.process.is_alive():
             logger.error("prediction log: the writer did not finish in %.0f s", timeout)
@@ -255,39 +329,19 @@ class PredictionLog:
         lost = self._progress.in_flight_rows
         if lost:
             self._drop(lost, "shutdown")
-        self.queue.close()
-        self.queue.join_thread()
-        self.queue = None
         self.process.close()
         self.engine.dispose()
 
 
-def write_forever(
-    url: str, batches: Any, progress: _Progress, log_sensitive: bool, metrics_dir: str | None
-) -> None:
-    """The writer process: batches from the queue into the database until told to stop."""
-    # Ctrl-C reaches the whole process group; the service decides when we stop (after draining).
-    # SIGTERM (a process manager, or Python's exit terminating daemon children): drain what has
-    # arrived, then stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    terminated = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
-    parent = os.getppid()
-    counters = CounterFile(metrics_dir)
-    writer = BatchWriter(make_engine(url), log_sensitive=log_sensitive, counters=counters)
-    progress.set("ready", 1)
-    while True:
-        try:
-            message = batches.get(timeout=0.25)
-        except queue.Empty:
-            # Nothing more will come: the service died without a goodbye, or we were terminated.
-            if terminated.is_set() or os.getppid() != parent:
-                return
-            continue
-        if message is None:
-            writer.engine.dispose()
-            return
-        requests, size = message
-        rows = writer.write(requests, stop_waiting=lambda: os.getppid() != parent)
-        progress.add("done_rows", rows)
-        progress.add("done_bytes", size)
+def driver_connect(engine: Engine) -> dict[str, Any]:
+    """How the writer process reaches the database without SQLAlchemy: the driver's own terms
+    for the engine's URL."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        return {"dialect": "sqlite", "database": url.database or ":memory:"}
+    if engine.dialect.name == "postgresql":
+        plain = url.set(drivername="postgresql")
+        return {"dialect": "postgresql", "conninfo": plain.render_as_string(hide_password=False)}
+    raise ValueError(
+        f"the prediction log supports SQLite and PostgreSQL, not {engine.dialect.name}"
+    )

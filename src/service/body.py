@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -80,34 +80,39 @@ def _inflate(body: bytes, limit: int) -> bytes:
     return inflated
 
 
-def parse_rows(
-    body: bytes, predictor: Predictor, max_rows: int
-) -> tuple[list[dict[str, Any]], np.ndarray | None, Response | None]:
-    """(rows, encoded matrix from the fast path or None, None) or (_, _, the error response)."""
+class ParsedRows(NamedTuple):
+    rows: list[dict[str, Any]]
+    matrix: np.ndarray | None  # the fast path's encoded rows, or None
+    failure: Response | None  # the error response, or None
+    columns: dict[str, tuple[Any, ...]] | None = None  # the fast path's raw columns (batches)
+
+
+def parse_rows(body: bytes, predictor: Predictor, max_rows: int) -> ParsedRows:
+    """(rows, encoded matrix from the fast path or None, None, raw columns or None) or
+    (_, _, the error response, _)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = None  # the validator below reports it, with position
     if type(parsed) is list:
         if not parsed:
-            return [], None, error(400, "the body is an empty list; send at least one row")
+            empty = "the body is an empty list; send at least one row"
+            return ParsedRows([], None, error(400, empty))
         if len(parsed) > max_rows:
-            return (
-                [],
-                None,
-                error(413, f"{len(parsed)} rows exceed the limit of {max_rows} per request"),
-            )
+            too_many = f"{len(parsed)} rows exceed the limit of {max_rows} per request"
+            return ParsedRows([], None, error(413, too_many))
         if predictor.engine != "pipeline":
-            matrix = predictor.encoder.encode(parsed)
+            matrix, columns = predictor.encoder.encode_keeping_columns(parsed)
             if matrix is not None:
-                return parsed, matrix, None
+                return ParsedRows(parsed, matrix, None, columns)
     try:
         rows = predictor.adapter.validate_json(body)
     except ValidationError as exc:
         errors = format_errors(exc, predictor.contract.nullable)
         count = len(errors)
-        return [], None, error(400, f"invalid request: {count} error{'s' * (count != 1)}", errors)
-    return rows, None, None
+        message = f"invalid request: {count} error{'s' * (count != 1)}"
+        return ParsedRows([], None, error(400, message, errors))
+    return ParsedRows(rows, None, None)
 
 
 EVENT_TIME_AHEAD = timedelta(minutes=5)  # clock skew a client may have

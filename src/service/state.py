@@ -240,6 +240,8 @@ def open_prediction_log(
             log_sensitive=settings.log_sensitive_fields,
             metrics_dir=str(metrics_dir),
             on_drop=metrics.drop,
+            policy=settings.prediction_log_policy,
+            max_wait=settings.prediction_log_max_wait,
         ).start()
     except Exception as exc:  # unreachable database, bad URL, permissions: serve without the log
         logger.error("prediction log unavailable: %s", exc)
@@ -257,6 +259,8 @@ def log_status(app_state: Any) -> dict[str, Any]:
         "state": log.state,
         "buffered_bytes": log.buffered_bytes,
         "dropped_rows": log.dropped_rows,
+        "policy": log.policy,
+        "waited_requests": log.waited_requests,
         "writer_restarts": log.restarts,
     }
 

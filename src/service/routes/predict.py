@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from src.loop.handoff import Served, column_layout
 from src.loop.ids import new_request_key
-from src.loop.writer import Served
 from src.service.body import error, event_time, parse_rows, read_json_body, request_headers
 from src.settings import Settings
 
@@ -47,7 +47,7 @@ class PredictEndpoint:
             headers.get("x-event-time"), self.accept_event_time, self.event_time_max_age
         )
         body = await read_json_body(headers, receive, self.max_body)
-        rows, matrix, failure = parse_rows(body, predictor, self.max_rows)
+        rows, matrix, failure, columns = parse_rows(body, predictor, self.max_rows)
         if failure is not None:
             await failure(scope, receive, send)
             return
@@ -56,10 +56,15 @@ class PredictEndpoint:
         )
         key = new_request_key()
         state["rows"] = len(probabilities)
-        if app_state.prediction_log is not None:
-            state["served"] = Served.of(
-                body, probabilities, predictor.version, predictor.threshold, key
+        log = app_state.prediction_log
+        if log is not None:
+            served = state["served"] = _hand_off(
+                predictor, body, matrix, columns, probabilities, key
             )
+            if log.policy == "backpressure":
+                # Answered once the log has room for the rows (or the wait timed out, and the
+                # middleware's record counts them as dropped).
+                await log.wait_for_room(served)
         metrics = app_state.metrics
         metrics.rows.inc(len(probabilities))
         metrics.probabilities.observe_many(probabilities)
@@ -83,3 +88,19 @@ class PredictEndpoint:
             {"type": "http.response.start", "status": 200, "headers": [_JSON_HEADER, length]}
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def _hand_off(
+    predictor: Any,
+    body: bytes,
+    matrix: Any,
+    columns: dict[str, tuple[Any, ...]] | None,
+    probabilities: Any,
+    key: str,
+) -> Served:
+    """What the log gets: a batch, the columns it already holds; a few rows, their body."""
+    version, threshold = predictor.version, predictor.threshold
+    if columns is None:
+        return Served.of(body, probabilities, version, threshold, key)
+    layout = column_layout(predictor.encoder)
+    return Served.of_columns(layout, matrix, columns, probabilities, version, threshold, key)
