@@ -6,8 +6,9 @@ same 300-tree fit on 9,600 rows took 0.92 s with one thread, 17.3 s with two bes
 
 - the CPUs this process may use come from its affinity mask and its cgroup's CPU quota (a
   container, a Cloud Run instance, a Vertex job get a quota, not a machine);
-- a fit below MULTI_THREAD_FROM_ROWS rows uses one thread: under it a second thread never paid,
-  even on a quiet machine (the crossover, measured: docs/performance.md);
+- a fit below MULTI_THREAD_FROM_ROWS rows uses one thread: with threads that sleep while they
+  wait, a second thread pays only from there on, even on a quiet machine (the crossover,
+  measured: docs/performance.md);
 - parallel work goes into processes, each fit single-threaded: the folds of the search's cross
   validation run in `fold_processes()` processes;
 - threads that wait sleep (OMP_WAIT_POLICY=passive): the entry points call `configure_openmp()`
@@ -27,8 +28,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Measured crossover (docs/performance.md): two threads are faster only from about here on.
-MULTI_THREAD_FROM_ROWS = 50_000
+# Measured crossover (docs/performance.md): with OMP_WAIT_POLICY=passive, two threads per fit were
+# 1.5x slower at 200,000 rows and 1.12x faster at 500,000.
+MULTI_THREAD_FROM_ROWS = 400_000
 RETRAIN_NICENESS = 10  # the agent retrains beside serving at a lower priority
 _CGROUP = Path("/sys/fs/cgroup")
 

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="threads per LightGBM fit, and folds one at a time (default: one thread per fit "
-        "below 50,000 rows, the folds in processes over the CPUs this process may use; "
+        "below 400,000 rows, the folds in processes over the CPUs this process may use; "
         "TRAIN_THREADS too)",
     )
     parser.add_argument(

@@ -42,7 +42,7 @@ def test_threads_come_from_affinity_capped_by_the_quota(monkeypatch: pytest.Monk
 def test_small_fits_use_one_thread_and_the_override_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRAIN_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cpus", lambda: 2)
-    assert threads.fit_threads(9_600) == 1
+    assert threads.fit_threads(200_000) == 1
     assert threads.fit_threads(threads.MULTI_THREAD_FROM_ROWS) == 2
     assert threads.fold_processes(5) == 2
     monkeypatch.setattr(threads, "available_cpus", lambda: 1)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from src.errors import ArtifactError
 from src.fileio import sha256_file
 from src.schema import MODEL_INPUTS, SENSITIVE
 from src.training import MIN_ROC_AUC, carve_holdout, train
-from tests.conftest import DATA, TEST_TRIALS
+from tests.conftest import DATA, ROOT, TEST_TRIALS
 
 EXPECTED_FILES = (
     "model.pkl",
@@ -69,13 +72,32 @@ def test_metrics_match_a_recomputation_from_the_pickles(artifacts_dir: Path) -> 
 
 
 def test_train_is_deterministic_whatever_the_thread_count(
-    tmp_path: Path, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, artifacts_dir: Path
 ) -> None:
     """The session's set was trained by the default policy (one thread per fit, the folds in
-    processes); again with two threads per fit and the folds one after another: the same
-    numbers and the same probabilities, exactly."""
-    monkeypatch.setenv("TRAIN_THREADS", "2")
-    again = train(DATA / "adult_synth.csv", tmp_path, seed=42, trials=TEST_TRIALS).metrics
+    processes); again with two threads per fit, folds one after another, and threads that spin
+    while they wait (fast on a quiet machine): the same numbers, the same probabilities."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "--outdir",
+            str(tmp_path),
+            "--no-register",
+            "--trials",
+            str(TEST_TRIALS),
+            "--threads",
+            "2",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_WAIT_POLICY": "active"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    again = json.loads((tmp_path / "metrics.json").read_text())
     first = json.loads((artifacts_dir / "metrics.json").read_text())
     for key in ("roc_auc", "pr_auc", "accuracy", "log_loss", "hyperparameters", "fairness", "hpo"):
         assert again[key] == first[key], key

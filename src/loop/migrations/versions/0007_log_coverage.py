@@ -1,14 +1,14 @@
 """Rows the log could not keep, per hour and reason: what the monitoring windows cover.
 
-Revision ID: 0005_log_coverage
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_log_coverage"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
