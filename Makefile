@@ -83,8 +83,8 @@ container-smoke:  ## build the image, train + serve in it, check the endpoints o
 bench: $(STAMP) | $(ARTIFACTS)/manifest.json  ## speed goals, measured -> bench/results/
 	$(PY) -m bench.run
 
-test: $(STAMP)  ## the test suite
-	$(PY) -m pytest -q
+test: $(STAMP)  ## the test suite, on every CPU (a file's tests stay in one worker)
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)  ## ruff lint + format check
 	$(BIN)/ruff check .

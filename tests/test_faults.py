@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import signal
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -24,6 +24,9 @@ from src.schema import CSV_COLUMNS
 from src.service.factory import create_app
 from src.settings import Settings
 from tests.conftest import DATA, ROOT
+
+# Binary junk, the same on every run (and in every pytest-xdist worker).
+BINARY = np.random.default_rng(0).bytes(4096)
 
 # --- artifacts ----------------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ CSV_CORPUS: dict[str, tuple[bytes, str | None]] = {
     "tabs": ((HEADER + "\n" + ROW + "\n").replace(",", "\t").encode(), "comma-separated"),
     "bom": (("\ufeff" + HEADER + "\n" + ROW + "\n").encode(), None),
     "crlf": ((HEADER + "\r\n" + ROW + "\r\n").encode(), None),
-    "binary": (os.urandom(4096).replace(b"\n", b"") + b"\x00", "not"),
+    "binary": (BINARY[:4096].replace(b"\n", b"") + b"\x00", "not"),
     "gzip_by_mistake": (b"\x1f\x8b\x08\x00" + b"\x00" * 64, "not"),
     "header_only": ((HEADER + "\n").encode(), "no data rows"),
     "zero_bytes": (b"", "the file is empty"),
@@ -230,7 +233,7 @@ JSONL_CORPUS: dict[str, tuple[bytes, str | None]] = {
     "bom": (("\ufeff" + METRICS_LINE + "\n").encode(), None),
     "crlf": ((METRICS_LINE + "\r\n" + METRICS_LINE + "\r\n").encode(), None),
     "blank_lines": (("\n\n" + METRICS_LINE + "\n\n").encode(), None),
-    "binary": (os.urandom(2048) + b"\xff", "not a UTF-8 text file"),
+    "binary": (BINARY[:2048] + b"\xff", "not a UTF-8 text file"),
     "zero_bytes": (b"", "no metrics points"),
     "csv_instead": ((HEADER + "\n" + ROW + "\n").encode(), ":1: Invalid JSON"),
     "json_array": (("[" + METRICS_LINE + "]\n").encode(), ":1:"),
@@ -258,7 +261,9 @@ def test_agent_cli_on_the_corpus(
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"[]", b"{}", b'{"overall_drift": "yes"}', os.urandom(64)]
+    "content",
+    [b"", b"[]", b"{}", b'{"overall_drift": "yes"}', BINARY[:64]],
+    ids=["empty", "list", "object", "text", "binary"],
 )
 def test_agent_cli_rejects_a_bad_drift_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
