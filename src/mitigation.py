@@ -30,8 +30,10 @@ from src.evaluate import (
     GAP_LIMIT,
     auc_by_rows,
     group_labels,
-    headline_gap_groups,
+    headline_gap_intervals,
     headline_gaps,
+    normal_interval,
+    signed_gap_draws,
 )
 
 # Needs the sensitive attribute at decision time: never run unless named.
@@ -132,33 +134,11 @@ class Outcome:
     seconds: float
 
 
-def _rate_draws(
-    decided: np.ndarray, members: np.ndarray, positives: np.ndarray | None
-) -> np.ndarray:
-    base = members if positives is None else members & positives
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (decided & base).sum(axis=1) / base.sum(axis=1)
-
-
-def _gap_draws(
-    y: np.ndarray, decided: np.ndarray, groups: np.ndarray, reference: str, others: list[str]
-) -> dict[str, np.ndarray]:
-    """The widest DP and EO gaps against the reference group, per bootstrap draw (rows)."""
-    positives = y.astype(bool)
-    out = {}
-    for kind, pos in (("dp", None), ("eo", positives)):
-        ref = _rate_draws(decided, groups == reference, pos)
-        gaps = [np.abs(_rate_draws(decided, groups == g, pos) - ref) for g in others]
-        out[kind] = np.nanmax(np.stack(gaps), axis=0) if gaps else np.zeros(len(y))
-    return out
-
-
 def metric_draws(
     y_true: np.ndarray,
     outcome: Outcome,
     sensitive: pd.DataFrame,
     picks: np.ndarray,
-    group_sets: dict[str, tuple[str, list[str]]],
 ) -> dict[str, np.ndarray]:
     """ROC-AUC, accuracy and the headline gaps on every bootstrap resample (`picks`)."""
     y = y_true[picks]
@@ -167,10 +147,11 @@ def metric_draws(
         "roc_auc": auc_by_rows(y, outcome.scores[picks]),
         "accuracy": (decided == y.astype(bool)).mean(axis=1),
     }
-    for attribute, (reference, others) in group_sets.items():
-        groups = group_labels(sensitive[attribute]).to_numpy()
-        for kind, values in _gap_draws(y, decided, groups[picks], reference, others).items():
-            draws[f"{attribute}_{kind}"] = values
+    for attribute in FAIRNESS_ATTRIBUTES:
+        signed = signed_gap_draws(y_true, decided, sensitive[attribute], picks)
+        for kind, gaps in signed.items():
+            widest = np.nanmax(np.abs(np.stack(gaps)), axis=0) if gaps else np.zeros(len(y))
+            draws[f"{attribute}_{kind}"] = widest
     return draws
 
 
@@ -189,6 +170,21 @@ def _interval(values: np.ndarray) -> list[float]:
     return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
 
 
+def _intervals(
+    y_true: np.ndarray,
+    outcome: Outcome,
+    draws: dict[str, np.ndarray],
+    sensitive: pd.DataFrame,
+    picks: np.ndarray,
+) -> dict[str, list[float]]:
+    """ROC-AUC and accuracy: percentile intervals; the headline gaps: evaluate's
+    HEADLINE_INTERVAL (a percentile interval of an absolute value is biased away from 0)."""
+    out = {k: _interval(d) for k, d in draws.items() if k not in GAP_KEYS}
+    decided = outcome.decisions.astype(bool)
+    out |= headline_gap_intervals(y_true, decided, sensitive, picks)
+    return out
+
+
 def comparison_table(
     y_true: np.ndarray, outcomes: dict[str, Outcome], sensitive: pd.DataFrame, *, seed: int
 ) -> list[dict[str, Any]]:
@@ -196,14 +192,14 @@ def comparison_table(
     plain model (both scored on each resample, so the noise they share cancels)."""
     y_true = np.asarray(y_true).astype(int)
     picks = np.random.default_rng(seed).integers(0, len(y_true), size=(TABLE_DRAWS, len(y_true)))
-    group_sets = {a: headline_gap_groups(y_true, sensitive[a]) for a in FAIRNESS_ATTRIBUTES}
     draws = {
-        name: metric_draws(y_true, outcome, sensitive, picks, group_sets)
-        for name, outcome in outcomes.items()
+        name: metric_draws(y_true, outcome, sensitive, picks) for name, outcome in outcomes.items()
     }
+    points = {name: point_metrics(y_true, outcome, sensitive) for name, outcome in outcomes.items()}
     rows = []
     for name, outcome in outcomes.items():
-        point = point_metrics(y_true, outcome, sensitive)
+        point = points[name]
+        intervals = _intervals(y_true, outcome, draws[name], sensitive, picks)
         rows.append(
             {
                 "candidate": name,
@@ -211,9 +207,14 @@ def comparison_table(
                 "trainable": name in TRAINABLE,
                 "train_seconds": round(outcome.seconds, 2),
                 "metrics": {k: round(v, 4) for k, v in point.items()},
-                "ci95": {k: [round(v, 4) for v in _interval(d)] for k, d in draws[name].items()},
+                "ci95": {k: [round(v, 4) for v in interval] for k, interval in intervals.items()},
+                # Paired: both scored on each resample; +- 1.96 standard errors of the paired
+                # differences, so the interval holds the difference it is about.
                 "vs_none_ci95": {
-                    k: [round(v, 4) for v in _interval(d - draws["none"][k])]
+                    k: [
+                        round(v, 4)
+                        for v in normal_interval(point[k] - points["none"][k], d - draws["none"][k])
+                    ]
                     for k, d in draws[name].items()
                 },
             }

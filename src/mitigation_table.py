@@ -11,6 +11,7 @@ draws the table and the accuracy-against-gap plot into the model report.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -26,7 +27,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from src.artifacts import METRICS_FILE
 from src.data import load_dataset, split_dataset
 from src.errors import DataError
-from src.evaluate import group_labels
+from src.evaluate import HEADLINE_INTERVAL, HEADLINE_RULE, group_labels
 from src.fileio import dumps_json, run_cli, sha256_file, write_text_atomic
 from src.mitigation import (
     CANDIDATES,
@@ -39,7 +40,8 @@ from src.mitigation import (
     fit_choice,
     recommend,
 )
-from src.report import MITIGATION_JSON
+from src.pages import MITIGATION_HTML
+from src.report import MITIGATION_JSON, mitigation_section
 from src.schema import SENSITIVE
 from src.training import (
     CV_FOLDS,
@@ -220,9 +222,9 @@ def table_markdown(result: dict[str, Any]) -> str:
         "# Fairness mitigations, measured",
         "",
         f"{result['val_rows']} validation rows, seed {result['seed']}, threshold "
-        f"{result['decision_threshold']}; 95% bootstrap intervals in brackets. Gaps: the widest "
-        "difference against the largest group among groups big enough (dp: selection rate, "
-        "eo: true-positive rate).",
+        f"{result['decision_threshold']}; 95% intervals in brackets (ROC-AUC, accuracy: "
+        f"percentile bootstrap; gaps: {HEADLINE_INTERVAL}). Each gap (dp: selection rate, eo: "
+        f"true-positive rate) is {HEADLINE_RULE}.",
         "",
         "| candidate | " + " | ".join(keys) + " | fit s | x plain |",
         "|---|" + "---:|" * (len(keys) + 2),
@@ -254,6 +256,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def attach_to_registered(artifacts: Path, outputs: dict[str, str]) -> Path | None:
+    """The table beside the set's copy in the registry (when it is registered there), so the
+    served card shows it too; recorded in the registry's history with each file's hash."""
+    from src.artifacts import model_version, read_manifest
+    from src.registry.core import opened_registry
+    from src.settings import Settings
+
+    version = model_version(read_manifest(artifacts))
+    try:
+        with opened_registry(Settings()) as registry:
+            registry.get(version)
+            folder = registry.folder(version)
+            for name, text in outputs.items():
+                write_text_atomic(folder / name, text)
+            digests = {n: hashlib.sha256(t.encode()).hexdigest() for n, t in outputs.items()}
+            registry.note(
+                "attached",
+                version,
+                actor="python -m src.mitigation_table",
+                reason="the fairness mitigations, measured",
+                details=digests,
+            )
+            return folder
+    except DataError:  # not registered here: the artifacts folder holds the table
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -266,10 +295,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.candidates,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
-        write_text_atomic(args.artifacts / MITIGATION_JSON, dumps_json(result))
-        markdown = table_markdown(result)
-        write_text_atomic(args.artifacts / MITIGATION_MD, markdown)
-        print(markdown)
+        outputs = {
+            MITIGATION_JSON: dumps_json(result),
+            MITIGATION_MD: table_markdown(result),
+            MITIGATION_HTML: mitigation_section(result),  # the card's section, rendered once
+        }
+        for name, text in outputs.items():
+            write_text_atomic(args.artifacts / name, text)
+        print(outputs[MITIGATION_MD])
+        if where := attach_to_registered(args.artifacts, outputs):
+            print(f"also beside the registered set in {where}: /report shows the table")
         return 0
 
     return run_cli(body)

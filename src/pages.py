@@ -21,6 +21,10 @@ SERVED_SLOT = "<!--served-->"
 REGISTRY_SLOT = "<!--registry-->"
 BADGES_SLOT = "<!--badges-->"
 MONITORING_SLOT = "<!--monitoring-->"
+MITIGATION_SLOT = "<!--mitigation-->"
+# The mitigation table is measured after training (`make fairness`), so it is not in the set's
+# manifest: it is rendered once, kept beside the set, and put in the card when it is there.
+MITIGATION_HTML = "mitigation.html"
 STATUS_CLASS = {"healthy": "ok", "warn": "warn", "critical": "bad"}
 _NUMBER = re.compile(r"^(<[^>]+>)*[-+]?[\d,]*\.?\d+%?(<[^>]+>)*$")
 
@@ -92,19 +96,24 @@ def read_monitoring(label: str, plan_path: Path | None, drift_path: Path | None)
     return Monitoring(label, plan, drift, described(drift_path) if drift else None)
 
 
-def served_block(manifest: dict[str, Any], version: str) -> str:
-    """The served model's identity, from its manifest: the same fields as /metadata."""
+def served_block(
+    manifest: dict[str, Any], version: str, metrics: dict[str, Any] | None = None
+) -> str:
+    """Provenance, last on the page: the model's version, when and from what it was trained,
+    and every file's hash (the same as /metadata)."""
     files = table(
         ["file", "sha256"],
         [[esc(name), f"<code>{esc(digest)}</code>"] for name, digest in manifest["files"].items()],
     )
+    took = ""
+    if metrics and metrics.get("train_seconds") is not None:
+        took = f" in {metrics['train_seconds']:.0f} s"
     return (
-        '<section id="served"><h2>The model this page describes</h2>'
-        f"<p>Version <code>{esc(version)}</code>, trained {esc(manifest['created_at'])}, git "
-        f"<code>{esc(manifest.get('git_sha') or 'unknown')}</code>, data sha256 "
+        '<section id="served"><h2>Provenance: the model this page describes</h2>'
+        f"<p>Version <code>{esc(version)}</code>, trained {esc(manifest['created_at'])}{took}, "
+        f"git <code>{esc(manifest.get('git_sha') or 'unknown')}</code>, data sha256 "
         f"<code>{esc(manifest['data_sha256'])}</code>. The files of this artifact set, each "
-        "checked against these hashes before the model was loaded (the same as "
-        "<code>/metadata</code>):</p>"
+        "checked against these hashes before the model was loaded:</p>"
         f"{files}</section>"
     )
 
@@ -230,7 +239,13 @@ def registry_section(champion: str | None, served: str, events: Sequence[dict[st
 
 
 def fill(
-    page: str, *, served: str = "", badges: str = "", monitoring: str = "", registry: str = ""
+    page: str,
+    *,
+    served: str = "",
+    badges: str = "",
+    monitoring: str = "",
+    registry: str = "",
+    mitigation: str = "",
 ) -> str:
     """The card with its live parts put in."""
     if REGISTRY_SLOT not in page:  # a card built before the registry had its own place
@@ -240,4 +255,11 @@ def fill(
         .replace(BADGES_SLOT, badges, 1)
         .replace(MONITORING_SLOT, monitoring, 1)
         .replace(REGISTRY_SLOT, registry, 1)
+        .replace(MITIGATION_SLOT, mitigation, 1)
     )
+
+
+def attached_mitigation(folder: Path) -> str:
+    """The mitigation table kept beside a set (src.mitigation_table writes it), or nothing."""
+    path = folder / MITIGATION_HTML
+    return path.read_text(encoding="utf-8") if path.is_file() else ""

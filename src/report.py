@@ -35,10 +35,11 @@ from src.artifacts import (
     read_verified,
 )
 from src.errors import ArtifactError, DataError
-from src.evaluate import FAIRNESS_ATTRIBUTES, GAP_LIMIT
+from src.evaluate import FAIRNESS_ATTRIBUTES, GAP_LIMIT, HEADLINE_INTERVAL, HEADLINE_RULE
 from src.fileio import run_cli, write_text_atomic
 from src.pages import (
     BADGES_SLOT,
+    MITIGATION_SLOT,
     MONITORING_SLOT,
     REGISTRY_SLOT,
     SERVED_SLOT,
@@ -49,6 +50,7 @@ from src.pages import (
     monitoring_badges,
     monitoring_section,
     read_monitoring,
+    registry_section,
     served_block,
     table,
 )
@@ -280,11 +282,11 @@ def mitigation_section(result: dict[str, Any]) -> str:
     )
     return (
         '<section id="mitigations"><h2>Fairness mitigations, measured</h2>'
-        f"<p>{result['val_rows']} validation rows, the model's split and seed (95% bootstrap "
-        "intervals). Gaps: the widest difference against the largest group, among groups big "
-        "enough; DP is the selection rate, EO the true-positive rate. Per-group thresholds decide "
-        "with sex (disparate treatment, restricted in credit and hiring): evaluation only, never "
-        "served.</p>"
+        f"<p>{result['val_rows']} validation rows, the model's split and seed; 95% intervals "
+        f"(gaps: {esc(HEADLINE_INTERVAL)}). Each gap is {esc(HEADLINE_RULE)}; DP is the selection "
+        "rate, EO the true-positive rate. Per-group thresholds decide with sex (disparate "
+        "treatment, restricted in credit and hiring): evaluation only, never served. Measured "
+        "after training (<code>make fairness</code>), so not part of the set's manifest.</p>"
         f"{table_html}{mitigation_figure(result['rows'])}"
         f"<p><b>Choice: {esc(choice['candidate'])}.</b> {esc(choice['why'])}</p></section>"
     )
@@ -302,16 +304,18 @@ def build_card(
 ) -> str:
     """The model card, built at training time from what training measured. Its live parts (the
     served model's identity and the monitoring) are slots, filled when the page is served."""
+    # The verdict and the headline figures first; how they were made after; provenance last.
     sections = [
-        SERVED_SLOT,
-        _details_section(metrics),
+        _summary_section(metrics),
+        MONITORING_SLOT,
         _quality_section(metrics, predictions),
         _fairness_section(metrics),
+        mitigation_section(mitigations) if mitigations else MITIGATION_SLOT,
         _importance_section(importances),
-        mitigation_section(mitigations) if mitigations else "",
-        MONITORING_SLOT,
-        REGISTRY_SLOT,
+        _details_section(metrics),
         _limits_section(metrics),
+        REGISTRY_SLOT,
+        SERVED_SLOT,
     ]
     # No time in the card: it is part of the set, whose version is what was trained, not when
     # (the served part and the history say when).
@@ -325,6 +329,53 @@ def build_card(
         f'<div class="meta">{meta}</div>'
         f'<div class="badges">{_acceptance_badge(metrics)}{BADGES_SLOT}</div></div></header>'
         f"<main>{''.join(sections)}</main></body></html>\n"
+    )
+
+
+def headline_table(fairness: dict[str, Any]) -> str:
+    """The one headline number per attribute and gap (evaluate.headline_gaps), with its interval
+    and its rule: the same numbers training prints and the README and mitigation table quote."""
+    gaps, intervals = fairness["headline_gaps"], fairness.get("headline_gaps_ci95", {})
+
+    def cell(key: str) -> str:
+        low, high = intervals.get(key, [None, None])
+        shown = f" <small>[{fmt(low)}, {fmt(high)}]</small>" if low is not None else ""
+        return _gap(gaps[key]) + shown
+
+    rows = [
+        [
+            esc(attribute),
+            esc(fairness["by_attribute"][attribute]["reference_group"]),
+            cell(f"{attribute}_dp"),
+            cell(f"{attribute}_eo"),
+        ]
+        for attribute in FAIRNESS_ATTRIBUTES
+    ]
+    rule = fairness.get("headline_rule", "the widest gap against the largest group")
+    interval = fairness.get("headline_interval", "")
+    return (
+        table(["attribute", "against", "selection-rate gap (DP)", "TPR gap (EO)"], rows)
+        + f"<p><small>Each gap is {esc(rule)}. Interval: {esc(interval)}.</small></p>"
+    )
+
+
+def _summary_section(metrics: dict[str, Any]) -> str:
+    """What a reader needs first: the verdict, quality against the baseline, the fairness gaps."""
+    acceptance, baseline = metrics["acceptance"], metrics["baseline"]
+    comparison = baseline.get("comparison") or {}
+    kpis = "".join(
+        [
+            _kpi(fmt(metrics["roc_auc"]), f"ROC-AUC (bar {acceptance['min_roc_auc']})"),
+            _kpi(fmt(metrics["pr_auc"]), "PR-AUC"),
+            _kpi(fmt(metrics["accuracy"]), f"accuracy at {metrics['decision_threshold']}"),
+            _kpi(fmt(baseline["roc_auc"]), "logistic baseline ROC-AUC"),
+            _kpi(esc(comparison.get("verdict", "n/a")), "against the baseline"),
+        ]
+    )
+    return (
+        '<section id="summary"><h2>Summary</h2>'
+        f'<div class="kpis">{kpis}</div>'
+        f"<h3>Fairness: the headline gaps</h3>{headline_table(metrics['fairness'])}</section>"
     )
 
 
@@ -565,12 +616,28 @@ def build_report(
         results.append(read_monitoring(label, plan_path, drift_path))
     compared = artifacts / MITIGATION_JSON  # python -m src.mitigation_table, when it ran
     mitigations = json.loads(compared.read_text()) if compared.is_file() else None
+    version = model_version(manifest)
     return fill(
         build_card(metrics, predictions, importances, mitigations),
-        served=served_block(manifest, model_version(manifest)),
+        served=served_block(manifest, version, metrics),
         badges=monitoring_badges(results),
         monitoring=monitoring_section(results),
+        registry=_registry_part(version),
     )
+
+
+def _registry_part(version: str) -> str:
+    """The registry section, as /report shows it, when this set is in the registry beside the
+    log (PREDICTION_LOG_DIR / DATABASE_URL); nothing otherwise."""
+    from src.registry.core import CHAMPION, opened_registry
+    from src.settings import Settings
+
+    try:
+        with opened_registry(Settings()) as registry:
+            registry.get(version)
+            return registry_section(registry.alias(CHAMPION), version, registry.history(limit=20))
+    except Exception:  # no registry here, or not this set in it: the card goes without
+        return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

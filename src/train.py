@@ -80,6 +80,21 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def fairness_line(fairness: dict[str, Any]) -> str:
+    """The headline gaps as every report states them: one number per attribute and gap."""
+    gaps, intervals = fairness["headline_gaps"], fairness["headline_gaps_ci95"]
+    parts = []
+    for attribute, report in fairness["by_attribute"].items():
+        cells = []
+        for kind in ("dp", "eo"):
+            low, high = intervals[f"{attribute}_{kind}"]
+            cells.append(
+                f"{kind.upper()} gap {gaps[f'{attribute}_{kind}']:.3f} [{low:.3f}, {high:.3f}]"
+            )
+        parts.append(f"{attribute} {', '.join(cells)} (vs {report['reference_group']})")
+    return "; ".join(parts) + f". Each: {fairness['headline_rule']}."
+
+
 def report_run(m: dict[str, Any], outdir: Path, *, strict: bool) -> int:
     """What a person needs from a run: the numbers, the fairness gaps, and any warning."""
     comparison = m["baseline"]["comparison"]
@@ -90,12 +105,7 @@ def report_run(m: dict[str, Any], outdir: Path, *, strict: bool) -> int:
         f"difference {comparison['roc_auc_difference']:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]: "
         f"{comparison['verdict']})"
     )
-    for attribute, report in m["fairness"]["by_attribute"].items():
-        print(
-            f"fairness {attribute}: max DP diff {report['max_demographic_parity_diff']:.3f}, "
-            f"max EO diff {report['max_equal_opportunity_diff']:.3f} "
-            f"(vs {report['reference_group']})"
-        )
+    print(f"fairness: {fairness_line(m['fairness'])}")
     if m["mitigation"]["name"] != "none":
         print(f"mitigation: {m['mitigation']['name']} ({m['mitigation']['description']})")
     print(f"wrote {outdir}/ in {m['train_seconds']:.1f}s")

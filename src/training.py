@@ -42,8 +42,11 @@ from src.errors import DataError
 from src.evaluate import (
     FAIRNESS_ATTRIBUTES,
     GAP_LIMIT,
+    HEADLINE_INTERVAL,
+    HEADLINE_RULE,
     classification_metrics,
     group_fairness,
+    headline_gap_intervals,
     headline_gaps,
     mitigation_note,
     paired_auc_difference,
@@ -61,6 +64,7 @@ from src.threads import fit_threads, fold_processes
 DECISION_THRESHOLD = 0.5
 CV_FOLDS = 5
 SAMPLE_ROWS = 32
+HEADLINE_DRAWS = 1000  # bootstrap resamples of the validation rows for the headline gaps
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 300,
     "learning_rate": 0.05,
@@ -190,6 +194,23 @@ def fairness_markdown(metrics: dict[str, Any]) -> str:
         "Sensitive attributes are never model inputs; they are used here only to measure.",
         f"Gaps are absolute differences against the largest group; gaps above {GAP_LIMIT:.2f} "
         "call for mitigation. Small groups (flagged) have rates too noisy to act on alone.",
+        "",
+        "## The headline gaps",
+        "",
+        "| attribute | against | DP gap | 95% interval | EO gap | 95% interval |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    gaps, intervals = fairness["headline_gaps"], fairness["headline_gaps_ci95"]
+    for attribute in FAIRNESS_ATTRIBUTES:
+        cells = [
+            f"{gaps[key]:.3f} | [{intervals[key][0]:.3f}, {intervals[key][1]:.3f}]"
+            for key in (f"{attribute}_dp", f"{attribute}_eo")
+        ]
+        reference = fairness["by_attribute"][attribute]["reference_group"]
+        lines.append(f"| {attribute} | {reference} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        f"Each gap is {fairness['headline_rule']}. Interval: {fairness['headline_interval']}.",
         "",
     ]
     for attribute in FAIRNESS_ATTRIBUTES:
@@ -372,10 +393,17 @@ def fairness_block(
         for a, report in by_attribute.items()
         if (note := mitigation_note(a, report, proxy=proxies[a]["strongest_input"]))
     ]
+    y = y_val.to_numpy()
+    picks = np.random.default_rng(seed).integers(0, len(y), size=(HEADLINE_DRAWS, len(y)))
     return {
         "threshold": DECISION_THRESHOLD,
         "by_attribute": by_attribute,
-        "headline_gaps": headline_gaps(y_val.to_numpy(), fitted.proba, x_val),
+        "headline_gaps": headline_gaps(y, fitted.proba, x_val),
+        "headline_gaps_ci95": headline_gap_intervals(
+            y, fitted.proba >= DECISION_THRESHOLD, x_val, picks
+        ),
+        "headline_rule": HEADLINE_RULE,
+        "headline_interval": HEADLINE_INTERVAL,
         "proxy_check": proxies,
         "mitigations": mitigations,
     }

@@ -393,3 +393,17 @@ def test_event_times_are_bounded(tmp_path: Path, artifacts_dir: Path) -> None:
             if status == 400:
                 assert "X-Event-Time" in answer.json()["detail"]
                 assert "EVENT_TIME_MAX_AGE_DAYS" in answer.json()["detail"]
+
+
+def test_the_migrations_form_one_line() -> None:
+    """One head, each revision after the one before: two branches merged with two heads once
+    left the log unable to start."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "src/loop/migrations"))
+    script = ScriptDirectory.from_config(config)
+    assert len(script.get_heads()) == 1
+    revisions = [r.revision for r in script.walk_revisions()]  # newest first
+    assert revisions == sorted(revisions, reverse=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -27,7 +29,7 @@ from src import monitor_window
 from src.artifacts import load_bundle
 from src.loop.handoff import ColumnLayout, Served, column_layout, epoch_hour
 from src.loop.ids import new_request_key
-from src.loop.inserts import BatchWriter
+from src.loop.inserts import store_drops
 from src.loop.statistics import refresh
 from src.loop.tables import (
     FEATURE_NAMES,
@@ -40,7 +42,6 @@ from src.loop.tables import (
 from src.loop.windows import add_coverage, hourly_points, window_coverage
 from src.loop.writer import PredictionLog
 from src.monitor_window import load_references
-from src.multiprocess_metrics import CounterFile
 from src.predictor import Predictor
 from src.service.factory import create_app
 from src.settings import Settings
@@ -326,9 +327,8 @@ def test_drops_are_stored_per_hour_and_reason_and_add_up_across_processes(
     assert log.flush()
     # A second process's counts for the same hour add to the first's.
     engine = make_engine(database_url)
-    BatchWriter(engine, log_sensitive=True, counters=CounterFile(None)).count_drops(
-        {(epoch_hour(T0), "buffer_full"): 7, (epoch_hour(T0), "rejected"): 1}
-    )
+    counts = {(epoch_hour(T0), "buffer_full"): 7, (epoch_hour(T0), "rejected"): 1}
+    assert store_drops(engine, engine.dialect.name, counts)
     log.close()
     with engine.connect() as connection:
         stored = {(r.hour, r.reason): r.rows for r in connection.execute(select(log_drops_table))}
@@ -342,6 +342,29 @@ def test_drops_are_stored_per_hour_and_reason_and_add_up_across_processes(
         (epoch_hour(T0), "rejected"): 1,
         (epoch_hour(later), "buffer_full"): 300,
     }
+
+
+def test_rows_a_stopped_writer_never_wrote_are_stored_as_shutdown_drops(tmp_path: Path) -> None:
+    """A writer that cannot finish by the end of a graceful stop is killed; the rows it held are
+    counted, and the count reaches log_drops (it stopped at /metrics before: the counts rode to
+    the writer, which was gone)."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    log = PredictionLog(url).start()
+    assert log.flush()
+    os.kill(log.process.pid, signal.SIGSTOP)  # alive, and writing nothing
+    for _ in range(3):
+        log.record("r", T0, "/predict", 200, 1.0, _served(100))
+    log.ship()
+    log.close(timeout=0.5)
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        stored = {(r.hour, r.reason): r.rows for r in connection.execute(select(log_drops_table))}
+        logged = connection.execute(
+            select(func.count()).select_from(predictions_table)
+        ).scalar_one()
+    engine.dispose()
+    assert logged == 0
+    assert stored == {(epoch_hour(datetime.now(UTC)), "shutdown"): 300}
 
 
 def test_rows_the_database_refuses_are_counted_in_their_hour(database_url: str) -> None:

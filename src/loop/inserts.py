@@ -8,6 +8,7 @@ only as the tuples the database driver reads one at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import time
@@ -95,6 +96,30 @@ def _is_outage(exc: BaseException) -> bool:
     return False
 
 
+def store_drops(engine: Any, dialect: str, drops: dict[tuple[int, str], int]) -> bool:
+    """Add drop counts per (hour, reason) to log_drops, in one transaction; False (and the
+    counts untouched, for the caller to keep) when the database cannot take them now."""
+    marks = "?, ?, ?" if dialect == "sqlite" else "%s, %s, %s"
+    statement = (
+        f"INSERT INTO log_drops (hour, reason, rows) VALUES ({marks}) "  # noqa: S608
+        "ON CONFLICT (hour, reason) DO UPDATE SET rows = log_drops.rows + excluded.rows"
+    )
+    connection = None
+    try:
+        connection = engine.raw_connection()
+        cursor = connection.cursor()
+        cursor.executemany(statement, [(h, r, n) for (h, r), n in drops.items()])
+        connection.commit()
+        return True
+    except Exception as exc:  # a broken connection may fail its rollback too: never fatal
+        logger.warning("prediction log: drop counts not stored yet (%s)", type(exc).__name__)
+        return False
+    finally:
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
 class BatchWriter:
     """Turns queued requests into column blocks and inserts them, one transaction per batch."""
 
@@ -119,10 +144,25 @@ class BatchWriter:
         self, requests: Sequence[tuple[Any, ...]], *, stop_waiting: Callable[[], bool]
     ) -> int:
         """Write one shipment; return how many prediction rows it held (written or dropped)."""
-        block = _Block(len(self.tables.prediction_columns))
+        block, undecodable = _Block(len(self.tables.prediction_columns)), 0
         for request_id, ts, _, _, _, served in requests:
-            if served is not None:
+            if served is None:
+                continue
+            try:  # a request that cannot be decoded costs its own rows, never the shipment
                 self._extend(block, request_id, ts, served)
+            except Exception as exc:
+                undecodable += served.rows
+                self._count_drop(epoch_hour(ts), "rejected", served.rows)
+                logger.error("prediction log: a request's rows were refused: %s", exc)
+        if undecodable:
+            self.counters.inc(ROWS_DROPPED, undecodable, reason="rejected")
+        return undecodable + self._insert(block, requests, stop_waiting)
+
+    def _insert(
+        self, block: _Block, requests: Sequence[tuple[Any, ...]], stop_waiting: Callable[[], bool]
+    ) -> int:
+        """The block and the request lines in one transaction; retried while the database is
+        unreachable, row by row when it refuses the batch. Returns the rows the block held."""
         request_rows = [
             (
                 request_id,
@@ -184,32 +224,11 @@ class BatchWriter:
     def _count_drop(self, hour: int, reason: str, rows: int) -> None:
         self._drops[(hour, reason)] = self._drops.get((hour, reason), 0) + rows
 
-    def count_drops(self, drops: dict[tuple[int, str], int]) -> None:
-        """Add drop counts (the service's, and this writer's own) to the log_drops table; kept
-        for the next try while the database cannot take them."""
-        for (hour, reason), rows in drops.items():
-            self._count_drop(hour, reason, rows)
-        if not self._drops:
-            return
-        marks = "?, ?, ?" if self.dialect == "sqlite" else "%s, %s, %s"
-        statement = (
-            f"INSERT INTO log_drops (hour, reason, rows) VALUES ({marks}) "  # noqa: S608
-            "ON CONFLICT (hour, reason) DO UPDATE SET rows = log_drops.rows + excluded.rows"
-        )
-        connection = None
-        try:
-            connection = self.engine.raw_connection()
-            cursor = connection.cursor()
-            cursor.executemany(statement, [(h, r, n) for (h, r), n in self._drops.items()])
-            connection.commit()
+    def count_drops(self) -> None:
+        """Add this writer's own drop counts (rows refused, a database that never came back) to
+        the log_drops table; kept for the next try while the database cannot take them."""
+        if self._drops and store_drops(self.engine, self.dialect, self._drops):
             self._drops = {}
-        except Exception as exc:
-            if connection is not None:
-                connection.rollback()
-            logger.warning("prediction log: drop counts not stored yet (%s)", type(exc).__name__)
-        finally:
-            if connection is not None:
-                connection.close()
 
     # --- inserts ---------------------------------------------------------------------------------
 
@@ -293,9 +312,11 @@ class BatchWriter:
         key, version, threshold = served.request_key, served.model_version, served.threshold
         when = self._when(ts)
         suffixes = self._row_suffixes(n)
-        block.rows.extend(
-            (key + suffixes[i], request_id, i, when, version, *row, p, int(p >= threshold))
-            for i, (row, p) in enumerate(zip(features, probabilities, strict=True))
+        block.rows.extend(  # a list first: a bad row leaves the block as it was
+            [
+                (key + suffixes[i], request_id, i, when, version, *row, p, int(p >= threshold))
+                for i, (row, p) in enumerate(zip(features, probabilities, strict=True))
+            ]
         )
         block.row_hours.append((epoch_hour(ts), n))
 

@@ -21,7 +21,7 @@ class Progress:
             os.ftruncate(fd, 8 * len(NAMES))
         self.fd = fd  # inherited by the writer process
         self._map = mmap.mmap(fd, 8 * len(NAMES))
-        self._values = memoryview(self._map).cast("q")
+        self._values: memoryview | list[int] = memoryview(self._map).cast("q")
 
     def __getitem__(self, name: str) -> int:
         return self._values[_SLOT[name]]
@@ -39,3 +39,12 @@ class Progress:
     @property
     def in_flight_rows(self) -> int:
         return self["shipped_rows"] - self["done_rows"]
+
+    def close(self) -> None:
+        """Release the shared memory; the last values stay readable."""
+        if isinstance(self._values, memoryview):
+            final = self._values.tolist()
+            self._values.release()
+            self._map.close()
+            os.close(self.fd)
+            self._values = final

@@ -41,20 +41,17 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from src.loop.handoff import Served, epoch_hour
-from src.loop.inserts import schema_tables
+from src.loop.inserts import schema_tables, store_drops
 from src.loop.progress import Progress
 from src.loop.tables import create_tables, make_engine
 from src.loop.writer_process import FRAME_HEADER
 
 logger = logging.getLogger("service")
 __all__ = ["POLICIES", "PredictionLog", "Served"]
-ROWS_DROPPED = "prediction_log_dropped_rows"
-ROWS_WRITTEN = "prediction_log_written_rows"
-ROWS_RETRIED = "prediction_log_retried_rows"
 DEFAULT_BUFFER_BYTES = 32 * 1024 * 1024
 POLICIES = ("drop", "backpressure")
 DEFAULT_MAX_WAIT_SECONDS = 1.0
-_WAIT_POLL_SECONDS = 0.002
+RESTART_BACKOFF_START, RESTART_BACKOFF_MAX = 0.5, 30.0  # a writer that dies at once waits
 _F_SETPIPE_SZ = 1031  # fcntl: a pipe's capacity (Linux)
 _FEEDER_STOP = object()
 
@@ -167,7 +164,12 @@ class PredictionLog:
         self._pending_bytes = 0
         self._reserved_bytes = 0  # backpressure: room set aside for requests being answered
         self._reservations: dict[int, int] = {}  # id(served) -> bytes set aside
-        self._drops_by_hour: dict[tuple[int, str], int] = {}  # shipped to the writer, stored
+        # Counted here, stored by this process (never in a frame a dying writer could lose).
+        self._drops_by_hour: dict[tuple[int, str], int] = {}
+        self._room: asyncio.Event | None = None  # backpressure: set when a shipment left
+        self._room_loop: asyncio.AbstractEventLoop | None = None
+        self._next_restart = 0.0
+        self._restart_backoff = RESTART_BACKOFF_START
         self._lock = threading.Lock()
         self._closing = False
         self.process: _WriterProcess | None = None
@@ -227,6 +229,11 @@ class PredictionLog:
         policy: no wait, nothing set aside."""
         if self.policy != "backpressure":
             return True
+        if served.size > self.buffer_bytes:  # it could never fit: no point waiting
+            return False
+        loop = asyncio.get_running_loop()
+        if self._room is None or self._room_loop is not loop:  # an Event is bound to its loop
+            self._room, self._room_loop = asyncio.Event(), loop
         deadline = time.monotonic() + self.max_wait
         waited = False
         while True:
@@ -238,9 +245,18 @@ class PredictionLog:
             if not waited:
                 waited = True
                 self.waited_requests += 1
-            if time.monotonic() >= deadline or self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closing:
                 return False
-            await asyncio.sleep(_WAIT_POLL_SECONDS)
+            # Woken by the next shipment (room is made as the writer catches up), not polled.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), timeout=min(remaining, 0.05))
+
+    def wake_waiters(self) -> None:
+        """Requests waiting for room look again (the service calls this with every shipment)."""
+        if self._room is not None:
+            self._room.set()
+            self._room.clear()
 
     def _drop(self, rows: int, reason: str, hour: int | None = None) -> None:
         if rows:
@@ -259,18 +275,31 @@ class PredictionLog:
                 [],
                 0,
             )
-            drops, self._drops_by_hour = self._drops_by_hour, {}
-        if not batch and not drops:
+        if not batch:
             return
         self._progress.add("shipped_bytes", size)
         self._progress.add("shipped_rows", sum(item[5].rows for item in batch if item[5]))
-        self.process.put((batch, size, drops))
+        self.process.put((batch, size))
+
+    def save_drops(self) -> None:
+        """Store the drops counted here (per hour and reason) in log_drops; kept for the next
+        try while the database cannot take them. Off the request path: the service calls it
+        from a thread every second, and at shutdown."""
+        with self._lock:
+            drops, self._drops_by_hour = self._drops_by_hour, {}
+        if drops and not store_drops(self.engine, self.engine.dialect.name, drops):
+            with self._lock:
+                for key, rows in drops.items():
+                    self._drops_by_hour[key] = self._drops_by_hour.get(key, 0) + rows
 
     # --- health ------------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Restart a writer that died; count the rows it held. Called with every shipment."""
+        """Restart a writer that died; count the rows it held. Called with every shipment; a
+        writer that keeps dying is restarted with backoff (0.5 s doubling to 30 s)."""
         if self._closing or self.process is None or self.process.is_alive():
+            return
+        if time.monotonic() < self._next_restart:
             return
         lost = self._progress.in_flight_rows
         code = self.process.exitcode
@@ -283,6 +312,8 @@ class PredictionLog:
         self._progress.set("ready", 0)
         self.process.close()  # what it held is counted as lost; do not wait on it
         self.restarts += 1
+        self._next_restart = time.monotonic() + self._restart_backoff
+        self._restart_backoff = min(self._restart_backoff * 2, RESTART_BACKOFF_MAX)
         self._spawn()
 
     @property
@@ -329,7 +360,9 @@ class PredictionLog:
         lost = self._progress.in_flight_rows
         if lost:
             self._drop(lost, "shutdown")
+        self.save_drops()  # the writer is gone: this process stores the last counts itself
         self.process.close()
+        self._progress.close()
         self.engine.dispose()
 
 

@@ -130,11 +130,11 @@ def write_forever(config: dict[str, Any], frames: int) -> None:
         message = pickle.loads(payload)  # noqa: S301 - from the service that started us
         if message is None:
             break  # the stop marker, after every batch
-        requests, size, drops = message
+        requests, size = message
         rows = writer.write(requests, stop_waiting=lambda: os.getppid() != parent)
         progress.add("done_rows", rows)
         progress.add("done_bytes", size)
-        writer.count_drops(drops)
+        writer.count_drops()
     engine.dispose()
 
 

@@ -271,12 +271,17 @@ async def tend(app_state: Any, seconds: float, export_every: int = 10) -> None:
     every MODEL_POLL_SECONDS (or at once when asked), follow the registry's champion."""
     poll_every = max(1, round(app_state.settings.model_poll_seconds / seconds))
     following: asyncio.Task[None] | None = None
+    saving: asyncio.Task[None] | None = None
     for tick in itertools.count():
         await asyncio.sleep(seconds)
         log: PredictionLog | None = app_state.prediction_log
         if log is not None:
             log.ship()
+            log.wake_waiters()
             log.check()
+            if tick % (2 * export_every) == 0 and (saving is None or saving.done()):
+                # Drop counts to the database (a write: in a thread, never on this loop).
+                saving = asyncio.create_task(asyncio.to_thread(log.save_drops))
         if tick % export_every == 0:
             publish(app_state)
         reload: asyncio.Event = app_state.reload

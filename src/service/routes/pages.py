@@ -15,6 +15,7 @@ from src.agent.observations import describe_drift, describe_metrics, file_origin
 from src.errors import DataError
 from src.pages import (
     Monitoring,
+    attached_mitigation,
     described,
     fill,
     monitoring_badges,
@@ -70,12 +71,14 @@ def build_router(settings: Settings) -> APIRouter:
             history = registry_section(
                 registry.alias("champion"), predictor.version, registry.history(limit=20)
             )
+        bundle = predictor.bundle
         page = fill(
             card,
-            served=served_block(predictor.bundle.manifest, predictor.version),
+            served=served_block(bundle.manifest, predictor.version, bundle.metrics),
             badges=monitoring_badges(results),
             monitoring=monitoring_section(results),
             registry=history,
+            mitigation=attached_mitigation(bundle.folder),
         )
         return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_POLICY})
 
