@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from src.agent import AgentPlan, LLMConfig, load_drift, load_metrics, monitor, plan_yaml
-from src.agent.observations import describe_drift, describe_metrics, file_origin
-from src.fileio import run_cli, write_text_atomic
+from src import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m src.agent_monitor", description=__doc__)
+    parser = cli.parser("python -m src.agent_monitor", __doc__.split("\n\n", 1)[0])
     parser.add_argument("--metrics", type=Path, required=True, help="metrics history (JSON lines)")
     parser.add_argument("--drift", type=Path, help="drift report (omit: drift is unknown)")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/agent_plan.yaml"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("artifacts/agent_plan.yaml"), help="the plan (YAML)"
+    )
     parser.add_argument(
         "--llm", action="store_true", help="ask the LLM at AGENT_LLM_BASE_URL for the rationale"
     )
@@ -35,10 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=Path("data/adult_synth.csv"),
-        help="the training data a retraining starts from (default: %(default)s)",
+        help="the training data a retraining starts from",
     )
     parser.add_argument("--force", action="store_true", help="override the cooldown (recorded)")
     return parser
+
+
+if __name__ == "__main__":  # parse first, import after: --help and a missing file answer at once
+    cli.parse_first(build_parser, inputs=("metrics", "drift"))
+
+from src.agent import AgentPlan, LLMConfig, load_drift, load_metrics, monitor, plan_yaml
+from src.agent.observations import describe_drift, describe_metrics, file_origin
+from src.fileio import run_cli, write_text_atomic
 
 
 def would_do(plan: AgentPlan) -> list[str]:

@@ -15,6 +15,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from src import cli
+from src.choices import DEFAULT_BINS, DEFAULT_THRESHOLD
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m src.drift", "PSI/KS drift of a new sample against a reference.")
+    parser.add_argument("--ref", required=True, type=Path, help="reference CSV")
+    parser.add_argument("--new", required=True, type=Path, help="new CSV to compare")
+    parser.add_argument(
+        "--out", type=Path, default=Path("artifacts/drift_report.json"), help="the report (JSON)"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="PSI from which a feature drifts"
+    )
+    parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins for numerics")
+    parser.add_argument(
+        "--fail-on-drift", action="store_true", help="exit 1 when drift is found (for schedulers)"
+    )
+    return parser
+
+
+if __name__ == "__main__":  # parse first, import after: --help and a missing file answer at once
+    cli.parse_first(build_parser, inputs=("ref", "new"))
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -23,8 +47,6 @@ from src.errors import DataError
 from src.fileio import dumps_json, run_cli, sha256_file, write_text_atomic
 from src.schema import COLUMN_BY_NAME, COLUMNS
 
-DEFAULT_THRESHOLD = 0.2
-DEFAULT_BINS = 10
 # Floor for an empty bin's share, so log(0) never happens (the value Evidently uses).
 EPSILON = 1e-4
 NOISE_DRAWS = 200
@@ -381,21 +403,6 @@ def compute_drift(
     if not threshold > 0:
         raise DataError(f"threshold must be positive, got {threshold}")
     return compare(fit_reference(ref, bins=bins), new, threshold=threshold)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m src.drift", description="PSI/KS drift of a new sample against a reference."
-    )
-    parser.add_argument("--ref", required=True, type=Path, help="reference CSV")
-    parser.add_argument("--new", required=True, type=Path, help="new CSV to compare")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/drift_report.json"))
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins for numerics")
-    parser.add_argument(
-        "--fail-on-drift", action="store_true", help="exit 1 when drift is found (for schedulers)"
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

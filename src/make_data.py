@@ -14,6 +14,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from src import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m src.make_data", __doc__.split("\n\n", 1)[0])
+    parser.add_argument(
+        "--raw-dir", type=Path, default=Path("data/raw"), help="the raw UCI files (adult.*)"
+    )
+    parser.add_argument("--out-dir", type=Path, default=Path("data"), help="where data/ goes")
+    return parser
+
+
+if __name__ == "__main__":  # parse first, import after: --help and a missing file answer at once
+    cli.parse_first(build_parser, inputs=("raw_dir",))
+
 import numpy as np
 import pandas as pd
 
@@ -164,10 +179,7 @@ def build_all(raw_dir: Path) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.make_data", description=__doc__)
-    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"))
-    parser.add_argument("--out-dir", type=Path, default=Path("data"))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         for name, text in build_all(args.raw_dir).items():

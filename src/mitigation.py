@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from src.choices import CANDIDATES, TRAINABLE
+from src.choices import TRAINABLE
 from src.evaluate import (
     FAIRNESS_ATTRIBUTES,
     GAP_LIMIT,
@@ -36,9 +36,6 @@ from src.evaluate import (
     signed_gap_draws,
 )
 
-# Needs the sensitive attribute at decision time: never run unless named.
-OPT_IN = ("threshold_optimizer",)
-DEFAULT_CANDIDATES = tuple(c for c in CANDIDATES if c not in OPT_IN)
 # An input that predicts a sensitive attribute this well (cross-validated ROC-AUC) is a proxy.
 PROXY_AUC_LIMIT = 0.80
 # The attribute the reductions and the thresholds equalise: binary, and both groups large.

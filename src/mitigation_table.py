@@ -19,6 +19,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from src import cli
+from src.choices import CANDIDATES, DEFAULT_CANDIDATES, OPT_IN
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m src.mitigation_table", __doc__.split("\n\n", 1)[0])
+    parser.add_argument(
+        "--artifacts", type=Path, default=Path("artifacts"), help="the trained set to compare on"
+    )
+    parser.add_argument("--data", type=Path, help="default: the path in the set's metrics.json")
+    parser.add_argument(
+        "--candidates",
+        nargs="+",
+        choices=CANDIDATES,
+        default=list(DEFAULT_CANDIDATES),
+        help=f"which to compare ({', '.join(OPT_IN)} only when named: it decides with sex)",
+    )
+    return parser
+
+
+if __name__ == "__main__":  # parse first, import after: --help and a missing file answer at once
+    cli.parse_first(build_parser, inputs=("artifacts", "data"))
+    from src.threads import configure_openmp
+
+    configure_openmp()  # before LightGBM loads, just below
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -30,10 +56,7 @@ from src.errors import DataError
 from src.evaluate import HEADLINE_INTERVAL, HEADLINE_RULE, group_labels
 from src.fileio import dumps_json, run_cli, sha256_file, write_text_atomic
 from src.mitigation import (
-    CANDIDATES,
     CONSTRAINED_ATTRIBUTE,
-    DEFAULT_CANDIDATES,
-    OPT_IN,
     TRAINABLE,
     Outcome,
     comparison_table,
@@ -239,21 +262,6 @@ def table_markdown(result: dict[str, Any]) -> str:
     choice = result["recommendation"]
     lines += ["", f"**Choice: {choice['candidate']}.** {choice['why']}", ""]
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m src.mitigation_table", description=__doc__)
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--data", type=Path, help="default: the path in the set's metrics.json")
-    parser.add_argument(
-        "--candidates",
-        nargs="+",
-        choices=CANDIDATES,
-        default=list(DEFAULT_CANDIDATES),
-        help=f"which to compare (default: %(default)s; {', '.join(OPT_IN)} only when named: "
-        "it decides with sex)",
-    )
-    return parser
 
 
 def attach_to_registered(artifacts: Path, outputs: dict[str, str]) -> Path | None:

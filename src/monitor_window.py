@@ -15,24 +15,61 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from src import cli
+from src.choices import DEFAULT_THRESHOLD, DEFAULT_WINDOW_HOURS
+from src.settings import Settings
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = cli.parser("python -m src.monitor_window", __doc__.split("\n\n", 1)[0])
+    parser.add_argument(
+        "--database-url", help="default: DATABASE_URL, else the service's SQLite file"
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("artifacts"),
+        help="the artifact folder holding the drift reference (drift_reference.json)",
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=Path("var/live"), help="where the two files go"
+    )
+    parser.add_argument(
+        "--window-hours", type=int, default=DEFAULT_WINDOW_HOURS, help="the drift window"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="PSI from which a feature drifts"
+    )
+    parser.add_argument(
+        "--label-delay-hours",
+        type=int,
+        default=settings.stats_label_delay_hours,
+        help="an hour's quality counts once this long has passed since it ended",
+    )
+    parser.add_argument(
+        "--min-labelled",
+        type=int,
+        default=settings.stats_min_labelled,
+        help="labelled rows an hour needs for a quality point",
+    )
+    parser.add_argument("--rebuild", action="store_true", help="recompute every hour")
+    return parser
+
+
+if __name__ == "__main__":  # parse first, import after: --help and a missing file answer at once
+    cli.parse_first(lambda: build_parser(Settings()), inputs=("reference",))
+
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from src.artifacts import DRIFT_REFERENCE_FILE, REFERENCE_FILE
 from src.data import load_dataset
-from src.drift import DEFAULT_THRESHOLD, FeatureReference, fit_reference, references_from_json
+from src.drift import FeatureReference, fit_reference, references_from_json
 from src.errors import DataError
 from src.fileio import dumps_json, run_cli, write_text_atomic
 from src.loop.labels import purge_unmatched
 from src.loop.statistics import refresh
 from src.loop.tables import make_engine, upgrade
-from src.loop.windows import (
-    DEFAULT_WINDOW_HOURS,
-    add_coverage,
-    coverage_line,
-    drift_report,
-    hourly_points,
-)
-from src.settings import Settings
+from src.loop.windows import add_coverage, coverage_line, drift_report, hourly_points
 
 
 def load_references(folder: Path) -> dict[str, FeatureReference]:
@@ -41,34 +78,6 @@ def load_references(folder: Path) -> dict[str, FeatureReference]:
     if stored.is_file():
         return references_from_json(stored.read_text())
     return fit_reference(load_dataset(folder / REFERENCE_FILE, require_target=False).features)
-
-
-def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m src.monitor_window", description=__doc__)
-    parser.add_argument("--database-url", help="default: DATABASE_URL or the service's SQLite file")
-    parser.add_argument(
-        "--reference",
-        type=Path,
-        default=Path("artifacts"),
-        help=f"the artifact folder holding {DRIFT_REFERENCE_FILE} (default: %(default)s)",
-    )
-    parser.add_argument("--out-dir", type=Path, default=Path("var/live"))
-    parser.add_argument("--window-hours", type=int, default=DEFAULT_WINDOW_HOURS)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    parser.add_argument(
-        "--label-delay-hours",
-        type=int,
-        default=settings.stats_label_delay_hours,
-        help="an hour's quality counts once this long has passed since it ended (%(default)s)",
-    )
-    parser.add_argument(
-        "--min-labelled",
-        type=int,
-        default=settings.stats_min_labelled,
-        help="labelled rows an hour needs for a quality point (%(default)s)",
-    )
-    parser.add_argument("--rebuild", action="store_true", help="recompute every hour")
-    return parser
 
 
 def _judge(

@@ -15,6 +15,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from src import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m src.report", __doc__.split("\n\n", 1)[0])
+    parser.add_argument(
+        "--artifacts", type=Path, default=Path("artifacts"), help="the trained set to describe"
+    )
+    parser.add_argument("--out", type=Path, help="the page (default: <artifacts>/report.html)")
+    parser.add_argument("--drift", type=Path, help="a drift report to show, with its provenance")
+    parser.add_argument("--plan", type=Path, help="an agent plan (YAML) to show")
+    parser.add_argument("--live", type=Path, help="the live loop's output folder, if it ran")
+    return parser
+
+
+if __name__ == "__main__":  # parse first, import after: --help and a missing file answer at once
+    cli.parse_first(build_parser, inputs=("artifacts", "drift", "plan"))
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot's import
@@ -641,13 +659,7 @@ def _registry_part(version: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__)
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--out", type=Path, help="default: <artifacts>/report.html")
-    parser.add_argument("--drift", type=Path, help="a drift report to show, with its provenance")
-    parser.add_argument("--plan", type=Path, help="an agent plan (YAML) to show")
-    parser.add_argument("--live", type=Path, help="the live loop's output folder, if it ran")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         try:

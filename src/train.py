@@ -150,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DataError(f"--trials must be >= 0, got {args.trials}")
         if args.threads is not None and args.threads < 1:
             raise DataError(f"--threads must be at least 1, got {args.threads}")
+        if not args.data.exists():  # before the heavy imports below: it answers at once
+            raise DataError(f"{args.data}: no such file")
         from src.threads import configure_openmp
 
         if args.threads is not None:

@@ -23,6 +23,50 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from src import cli
+
+HOURS = 192  # eight days: seven for the monitor's median, one more
+SHIFT_HOURS = 24
+ROWS_PER_HOUR = 1000
+BATCH_ROWS = 500
+SEED = 7
+START_DAYS_AGO = 11  # the replay's first hour: midnight (UTC) this many days ago
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m src.loop.replay", __doc__.split("\n\n", 1)[0])
+    parser.add_argument(
+        "--url", required=True, help="the running service, e.g. http://127.0.0.1:8000"
+    )
+    parser.add_argument(
+        "--raw-test", type=Path, default=Path("data/raw/adult.test"), help="rows to replay"
+    )
+    parser.add_argument("--hours", type=int, default=HOURS, help="hours of traffic")
+    parser.add_argument(
+        "--shift-hours", type=int, default=SHIFT_HOURS, help="the last hours, shifted"
+    )
+    parser.add_argument(
+        "--rows-per-hour", type=int, default=ROWS_PER_HOUR, help="rows sent each hour"
+    )
+    parser.add_argument("--seed", type=int, default=SEED, help="the sampling's seed")
+    parser.add_argument(
+        "--first-hour", type=int, default=0, help="continue a replay: hours after --start"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for the service to be ready"
+    )
+    parser.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        default=None,
+        help=f"the first hour, ISO-8601 (None: midnight UTC {START_DAYS_AGO} days ago)",
+    )
+    return parser
+
+
+if __name__ == "__main__":  # parse first, import after: --help and a missing file answer at once
+    cli.parse_first(build_parser, inputs=("raw_test",))
+
 import numpy as np
 import pandas as pd
 
@@ -30,9 +74,6 @@ from src.errors import DataError, UnreachableError
 from src.fileio import run_cli
 from src.make_data import plant_shifts, read_uci
 from src.schema import FEATURES, NUMERIC, TARGET
-
-HOURS = 192  # eight days: seven for the monitor's median, one more
-START_DAYS_AGO = 11  # the replay's first hour: midnight (UTC) this many days ago
 
 
 def default_start(now: datetime | None = None) -> datetime:
@@ -42,12 +83,6 @@ def default_start(now: datetime | None = None) -> datetime:
     continued with --first-hour lines up (scripts/demo_loop.sh also passes --start)."""
     today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
     return today - timedelta(days=START_DAYS_AGO)
-
-
-SHIFT_HOURS = 24
-ROWS_PER_HOUR = 1000
-BATCH_ROWS = 500
-SEED = 7
 
 
 def moved_income_line(sample: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
@@ -217,28 +252,7 @@ def replay(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.loop.replay", description=__doc__)
-    parser.add_argument(
-        "--url", required=True, help="the running service, e.g. http://127.0.0.1:8000"
-    )
-    parser.add_argument("--raw-test", type=Path, default=Path("data/raw/adult.test"))
-    parser.add_argument("--hours", type=int, default=HOURS)
-    parser.add_argument("--shift-hours", type=int, default=SHIFT_HOURS)
-    parser.add_argument("--rows-per-hour", type=int, default=ROWS_PER_HOUR)
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument(
-        "--first-hour", type=int, default=0, help="continue a replay: hours after --start"
-    )
-    parser.add_argument(
-        "--wait", type=float, default=60.0, help="seconds to wait for the service to be ready"
-    )
-    parser.add_argument(
-        "--start",
-        type=datetime.fromisoformat,
-        default=None,
-        help=f"the first hour, ISO-8601 (default: midnight UTC {START_DAYS_AGO} days ago)",
-    )
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         if not 0 <= args.shift_hours <= args.hours:

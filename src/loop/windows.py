@@ -25,8 +25,6 @@ from src.loop.tables import (
     log_drops_table,
 )
 
-DEFAULT_WINDOW_HOURS = 24
-
 
 def _quality_point(q: Any) -> dict[str, Any]:
     return {
