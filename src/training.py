@@ -184,17 +184,9 @@ def sample_rows(x_val: pd.DataFrame, proba: np.ndarray) -> dict[str, Any]:
     return {"rows": rows, "probabilities": proba[positions].tolist()}
 
 
-def fairness_markdown(metrics: dict[str, Any]) -> str:
-    fairness = metrics["fairness"]
+def headline_markdown(fairness: dict[str, Any]) -> list[str]:
+    """The headline gaps as a Markdown table, with their rule and interval."""
     lines = [
-        "# Fairness report",
-        "",
-        f"Validation rows: {metrics['n_val']}. Decision threshold: {fairness['threshold']}. "
-        f"Overall ROC-AUC: {fairness['overall_roc_auc']:.4f}.",
-        "Sensitive attributes are never model inputs; they are used here only to measure.",
-        f"Gaps are absolute differences against the largest group; gaps above {GAP_LIMIT:.2f} "
-        "call for mitigation. Small groups (flagged) have rates too noisy to act on alone.",
-        "",
         "## The headline gaps",
         "",
         "| attribute | against | DP gap | 95% interval | EO gap | 95% interval |",
@@ -208,10 +200,22 @@ def fairness_markdown(metrics: dict[str, Any]) -> str:
         ]
         reference = fairness["by_attribute"][attribute]["reference_group"]
         lines.append(f"| {attribute} | {reference} | {' | '.join(cells)} |")
-    lines += [
+    rule = f"Each gap is {fairness['headline_rule']}. Interval: {fairness['headline_interval']}."
+    return [*lines, "", rule, ""]
+
+
+def fairness_markdown(metrics: dict[str, Any]) -> str:
+    fairness = metrics["fairness"]
+    lines = [
+        "# Fairness report",
         "",
-        f"Each gap is {fairness['headline_rule']}. Interval: {fairness['headline_interval']}.",
+        f"Validation rows: {metrics['n_val']}. Decision threshold: {fairness['threshold']}. "
+        f"Overall ROC-AUC: {fairness['overall_roc_auc']:.4f}.",
+        "Sensitive attributes are never model inputs; they are used here only to measure.",
+        f"Gaps are absolute differences against the largest group; gaps above {GAP_LIMIT:.2f} "
+        "call for mitigation. Small groups (flagged) have rates too noisy to act on alone.",
         "",
+        *headline_markdown(fairness),
     ]
     for attribute in FAIRNESS_ATTRIBUTES:
         report = fairness["by_attribute"][attribute]

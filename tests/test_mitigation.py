@@ -13,15 +13,10 @@ import pytest
 from src import mitigation_table
 from src import train as train_cli
 from src.artifacts import PREDICTIONS_FILE, VALIDATION_ROWS_FILE, load_bundle
+from src.choices import CANDIDATES, DEFAULT_CANDIDATES
 from src.data import load_dataset, split_dataset
 from src.evaluate import FAIRNESS_ATTRIBUTES, headline_gaps
-from src.mitigation import (
-    CANDIDATES,
-    DEFAULT_CANDIDATES,
-    joint_groups,
-    recommend,
-    reweighing_weights,
-)
+from src.mitigation import joint_groups, recommend, reweighing_weights
 from src.predictor import Predictor
 from src.schema import FEATURES, SENSITIVE
 from src.training import DEFAULT_PARAMS, TrainResult, train
@@ -86,6 +81,45 @@ def test_the_table_states_the_gaps_of_the_trained_mitigated_model(reweighed: Tra
     assert row["metrics"]["roc_auc"] == pytest.approx(reweighed.metrics["roc_auc"], abs=5e-5)
     plain = next(r for r in result["rows"] if r["candidate"] == "none")
     assert row["metrics"]["sex_dp"] < plain["metrics"]["sex_dp"]  # it does what it claims
+    # Every interval in the table holds its estimate (a percentile interval of an absolute gap
+    # read sex_eo 0.001 [0.003, 0.129]), and the markdown a user reads says the same.
+    markdown = mitigation_table.table_markdown(result)
+    for candidate in result["rows"]:
+        for key, (low, high) in candidate["ci95"].items():
+            value = candidate["metrics"][key]
+            assert low <= value <= high, (candidate["candidate"], key, value, low, high)
+            assert f"[{low:.3f}, {high:.3f}]" in markdown
+        for key, (low, high) in candidate["vs_none_ci95"].items():
+            difference = candidate["metrics"][key] - plain["metrics"][key]
+            assert low - 1e-4 <= difference <= high + 1e-4, (key, difference, low, high)
+
+
+def _intervals(node: object, path: str = "") -> list[tuple[str, float, list[float]]]:
+    """Every (estimate, interval) pair in metrics.json, wherever it sits."""
+    found = []
+    if isinstance(node, dict):
+        for key, interval in (
+            (node.get("ci95") or {}).items() if isinstance(node.get("ci95"), dict) else []
+        ):
+            if key in node:
+                found.append((f"{path}.{key}", node[key], interval))
+        if isinstance(node.get("headline_gaps_ci95"), dict):
+            for key, interval in node["headline_gaps_ci95"].items():
+                found.append((f"{path}.headline.{key}", node["headline_gaps"][key], interval))
+        if isinstance(node.get("ci95"), list) and "roc_auc_difference" in node:
+            found.append((f"{path}.difference", node["roc_auc_difference"], node["ci95"]))
+        for key, value in node.items():
+            found += _intervals(value, f"{path}.{key}")
+    return found
+
+
+def test_every_interval_in_metrics_json_holds_its_estimate(reweighed: TrainResult) -> None:
+    for metrics in (reweighed.metrics,):
+        found = _intervals(metrics)
+        assert len(found) > 20  # groups' rates, the headline gaps, the baseline comparison
+        for where, value, (low, high) in found:
+            if value is not None and low is not None:
+                assert low <= value <= high, (where, value, low, high)
 
 
 def test_the_mitigation_is_recorded_where_a_user_looks(reweighed: TrainResult) -> None:

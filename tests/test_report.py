@@ -193,3 +193,50 @@ def test_report_renders_in_chromium_without_console_errors(
     inked = (pixels < 200).mean()
     assert inked > 0.03, f"the screenshot looks blank ({inked:.1%} dark pixels)"
     assert len(np.unique(pixels)) > 50
+
+
+WIDTH_PROBE = """<!doctype html><html><head><title>-</title></head><body style="margin:0">
+<iframe id="card" src="card.html" style="width:{width}px;height:4000px;border:0"></iframe>
+<script>
+const frame = document.getElementById('card');
+frame.addEventListener('load', () => {{
+  document.title = 'scroll-width:' + frame.contentDocument.documentElement.scrollWidth;
+}});
+</script></body></html>"""
+
+
+def test_report_never_scrolls_sideways_on_a_phone(server: Server, tmp_path: Path) -> None:
+    """At 390 px the data hash ran out of its card and the page scrolled sideways. The card is
+    laid out by real Chromium in a 390 px frame, and its width measured (a local copy: the served
+    page's policy, rightly, runs no script)."""
+    browser = _browser()
+    if browser is None:
+        pytest.skip(
+            "no Chromium on this machine (Debian: apt-get install chromium); .ci/run installs it"
+        )
+    with urllib.request.urlopen(f"{server.url}/report", timeout=10) as response:
+        (tmp_path / "card.html").write_bytes(response.read())
+    (tmp_path / "probe.html").write_text(WIDTH_PROBE.format(width=390))
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--allow-file-access-from-files",
+            f"--user-data-dir={tempfile.mkdtemp()}",
+            "--window-size=1280,4000",
+            "--dump-dom",
+            (tmp_path / "probe.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    found = re.search(r"<title>scroll-width:(\d+)</title>", result.stdout)
+    assert found, result.stderr[-2000:]
+    assert int(found.group(1)) <= 390

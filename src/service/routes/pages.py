@@ -54,33 +54,7 @@ def build_router(settings: Settings) -> APIRouter:
     )
     def report(request: Request) -> Response:
         # A plain def: it reads files and runs the agent, so FastAPI runs it in a worker thread.
-        predictor = request.app.state.model.predictor
-        if predictor is None:
-            return error(503, request.app.state.model.not_loaded)
-        card = predictor.bundle.card
-        if card is None:
-            return error(
-                404,
-                f"the artifact set in {predictor.bundle.folder} has no model card "
-                "(it was trained before cards were built): train again",
-            )
-        results = monitoring_results(settings)
-        registry = request.app.state.registry
-        history = ""
-        if registry is not None:
-            history = registry_section(
-                registry.alias("champion"), predictor.version, registry.history(limit=20)
-            )
-        bundle = predictor.bundle
-        page = fill(
-            card,
-            served=served_block(bundle.manifest, predictor.version, bundle.metrics),
-            badges=monitoring_badges(results),
-            monitoring=monitoring_section(results),
-            registry=history,
-            mitigation=attached_mitigation(bundle.folder),
-        )
-        return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_POLICY})
+        return served_card(request, settings)
 
     @router.get("/docs", include_in_schema=False)
     async def docs() -> Response:
@@ -104,6 +78,37 @@ def build_router(settings: Settings) -> APIRouter:
         return {"service": request.app.title, "docs": "/docs", "endpoints": endpoints}
 
     return router
+
+
+def served_card(request: Request, settings: Settings) -> Response:
+    """The card of the model this worker serves, its live parts filled in."""
+    predictor = request.app.state.model.predictor
+    if predictor is None:
+        return error(503, request.app.state.model.not_loaded)
+    card = predictor.bundle.card
+    if card is None:
+        return error(
+            404,
+            f"the artifact set in {predictor.bundle.folder} has no model card "
+            "(it was trained before cards were built): train again",
+        )
+    results = monitoring_results(settings)
+    registry = request.app.state.registry
+    history = ""
+    if registry is not None:
+        history = registry_section(
+            registry.alias("champion"), predictor.version, registry.history(limit=20)
+        )
+    bundle = predictor.bundle
+    page = fill(
+        card,
+        served=served_block(bundle.manifest, predictor.version, bundle.metrics),
+        badges=monitoring_badges(results),
+        monitoring=monitoring_section(results),
+        registry=history,
+        mitigation=attached_mitigation(bundle.folder),
+    )
+    return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_POLICY})
 
 
 def monitoring_results(settings: Settings) -> list[Monitoring]:
