@@ -15,7 +15,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +83,37 @@ SLOW_FACTOR = 10  # a candidate this many times slower than the plain fit is fla
 
 class CategoricalLGBM(lgb.LGBMClassifier):
     """The model's LightGBM with its categorical columns fixed, for fairlearn's reductions,
-    which call fit(X, y, sample_weight=...) on clones."""
+    which call fit(X, y, sample_weight=...) on clones. `on_fit` (a class attribute: clones
+    keep only constructor parameters) hears of every fit, for the progress line."""
+
+    on_fit: Callable[[], None] | None = None
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None, **kwargs: Any) -> CategoricalLGBM:  # noqa: N803
         from src.features import categorical_indices
 
-        return super().fit(
+        fitted = super().fit(
             X, y, sample_weight=sample_weight, categorical_feature=categorical_indices()
+        )
+        if CategoricalLGBM.on_fit is not None:
+            CategoricalLGBM.on_fit()
+        return fitted
+
+
+class FitProgress:
+    """A line per fit of a long step, with the time left at the pace so far (an upper bound
+    when the step may stop early, as the reductions do once they converge)."""
+
+    def __init__(self, label: str, most: int, log: Callable[[str], None]) -> None:
+        self.label, self.most, self.log = label, most, log
+        self.started, self.done = time.perf_counter(), 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        spent = time.perf_counter() - self.started
+        left = spent / self.done * max(self.most - self.done, 0)
+        self.log(
+            f"  {self.label}: fit {self.done} of at most {self.most}, {spent:.0f} s so far, "
+            f"at most ~{left:.0f} s left"
         )
 
 
@@ -113,7 +137,12 @@ def _timed(fit: Any) -> tuple[Any, float]:
 
 
 def exponentiated_gradient(
-    encoded: Any, y_train: pd.Series, sex: pd.Series, params: dict, seed: int
+    encoded: Any,
+    y_train: pd.Series,
+    sex: pd.Series,
+    params: dict,
+    seed: int,
+    log: Callable[[str], None] = print,
 ) -> Outcome:
     from fairlearn.reductions import EqualizedOdds, ExponentiatedGradient
 
@@ -122,9 +151,14 @@ def exponentiated_gradient(
     reduction = ExponentiatedGradient(
         estimator, constraints=EqualizedOdds(), max_iter=EG_ITERATIONS
     )
-    _, seconds = _timed(
-        lambda: reduction.fit(encoded.train_matrix, y_train.to_numpy(), sensitive_features=sex)
-    )
+    # One fit per iteration, and one to start: it ran 210 s without a word before.
+    CategoricalLGBM.on_fit = FitProgress("exponentiated gradient", EG_ITERATIONS + 1, log)
+    try:
+        _, seconds = _timed(
+            lambda: reduction.fit(encoded.train_matrix, y_train.to_numpy(), sensitive_features=sex)
+        )
+    finally:
+        CategoricalLGBM.on_fit = None
     return Outcome(
         scores=reduction._pmf_predict(encoded.val_matrix)[:, 1],  # the mixture's P(positive)
         decisions=np.asarray(reduction.predict(encoded.val_matrix, random_state=seed)),
@@ -192,7 +226,7 @@ def candidate_outcomes(
             outcome = Outcome(fitted.proba, fitted.proba >= DECISION_THRESHOLD, seconds)
         elif name == "exponentiated_gradient":
             sex = group_labels(x_train[CONSTRAINED_ATTRIBUTE])
-            outcome = exponentiated_gradient(encoded, y_train, sex, params, seed)
+            outcome = exponentiated_gradient(encoded, y_train, sex, params, seed, log)
         else:
             outcome = threshold_optimizer(encoded, y_train, split, outcomes["none"], params, seed)
         outcomes[name] = outcome

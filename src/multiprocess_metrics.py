@@ -138,7 +138,9 @@ def export(registry: CollectorRegistry, files: MetricFiles) -> None:
         if family.type == "counter":
             for s in family.samples:
                 if s.name.endswith("_total"):
-                    files.write("counter", family.name, s.name, s.labels, s.value)
+                    files.write(
+                        "counter", family.name, s.name, s.labels, s.value, family.documentation
+                    )
         elif family.type == "histogram":
             for labels, buckets in _buckets(family.samples).items():
                 previous = 0.0
@@ -149,14 +151,19 @@ def export(registry: CollectorRegistry, files: MetricFiles) -> None:
                         f"{family.name}_bucket",
                         {**dict(labels), "le": le},
                         cumulative - previous,
+                        family.documentation,
                     )
                     previous = cumulative
             for s in family.samples:
                 if s.name.endswith("_sum"):
-                    files.write("histogram", family.name, s.name, s.labels, s.value)
+                    files.write(
+                        "histogram", family.name, s.name, s.labels, s.value, family.documentation
+                    )
         elif family.type == "gauge":
             for s in family.samples:
-                files.write("gauge_liveall", family.name, s.name, s.labels, s.value)
+                files.write(
+                    "gauge_liveall", family.name, s.name, s.labels, s.value, family.documentation
+                )
 
 
 def _buckets(samples: Iterable[Any]) -> dict[tuple[tuple[str, str], ...], list[tuple[str, float]]]:

@@ -114,6 +114,7 @@ def search_hyperparameters(
     processes = fold_processes(CV_FOLDS)
     threads = fit_threads(len(x_train) * (CV_FOLDS - 1) // CV_FOLDS)
     history: list[dict[str, Any]] = []
+    search_started = time.perf_counter()
     best: dict[str, Any] = {}
     best_score = -np.inf
     for i, params in enumerate(sampler, start=1):
@@ -140,9 +141,11 @@ def search_hyperparameters(
         )
         if score > best_score:
             best, best_score = params, score
+        spent = time.perf_counter() - search_started
         _log(
             f"  trial {i:>2}/{trials}  cv roc_auc {score:.4f} ± {scores.std():.4f}  "
-            f"best {best_score:.4f}  ({time.perf_counter() - started:.1f}s)"
+            f"best {best_score:.4f}  ({time.perf_counter() - started:.1f}s; "
+            f"~{spent / i * (trials - i):.0f}s left)"
         )
     return best, history
 

@@ -239,6 +239,12 @@ def test_metrics_count_requests_rows_and_probabilities(
     assert "http_request_duration_seconds_bucket" in text
     assert "predicted_rows_total" in text
     assert 'predicted_probability_bucket{le="+Inf"}' in text
+    # Each HELP line says what the metric measures (it used to repeat the metric's name).
+    helps = dict(line.split(" ", 3)[2:] for line in text.splitlines() if line.startswith("# HELP"))
+    assert len(helps) >= 6
+    for name, meaning in helps.items():
+        assert meaning.strip() not in (name, name.removesuffix("_total")), name
+    assert "seconds" in helps["http_request_duration_seconds"]
 
 
 def test_openapi_documents_errors_and_an_example(client: TestClient) -> None:

@@ -97,18 +97,20 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests",
-            "HTTP requests by endpoint and status.",
+            "HTTP requests answered, by endpoint and status code.",
             ["endpoint", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "http_request_duration_seconds",
-            "Request latency by endpoint.",
+            "Time from a request's arrival to its answer, in seconds, by endpoint.",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.rows = Counter("predicted_rows", "Rows predicted.", registry=self.registry)
+        self.rows = Counter(
+            "predicted_rows", "Rows /predict answered with a probability.", registry=self.registry
+        )
         self.log_dropped = Counter(
             "prediction_log_dropped_rows",
             HELP["prediction_log_dropped_rows"],
