@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif section == "workers":
             from bench import workers
 
-            ensure_tools("wrk")
+            ensure_tools("hey")
             result = workers.run(args.artifacts)
         elif section == "profile":
             from bench import profile

@@ -98,6 +98,10 @@ def _revision(checkout: Path) -> str:
     return result.stdout.strip() or str(checkout)
 
 
+def _span(values: list[float]) -> str:
+    return f"{values[0]:.0%}-{values[1]:.0%}"
+
+
 def run(
     artifacts: Path, *, seconds: int = 5, rounds: int = 3, compare_with: Path | None = None
 ) -> dict[str, Any]:
@@ -143,11 +147,18 @@ def run(
                     throughput[name].setdefault(f"c{connections}", []).append(rps)
                     throughput[name].setdefault(f"c{connections}_cpu", []).append(cpu)
         hello = throughput["hello-world FastAPI"]
+        # The ratio of the medians shown (what a reader checks by dividing), and the range of
+        # the per-round ratios (the machine's noise).
         ratios = {
+            name: {f"c{c}": round(median(t[f"c{c}"]) / median(hello[f"c{c}"]), 3) for c in (1, 16)}
+            for name, t in throughput.items()
+        }
+        spreads = {
             name: {
-                f"c{c}": round(
-                    median([v / h for v, h in zip(t[f"c{c}"], hello[f"c{c}"], strict=True)]), 3
-                )
+                f"c{c}": [
+                    round(min(v / h for v, h in zip(t[f"c{c}"], hello[f"c{c}"], strict=True)), 3),
+                    round(max(v / h for v, h in zip(t[f"c{c}"], hello[f"c{c}"], strict=True)), 3),
+                ]
                 for c in (1, 16)
             }
             for name, t in throughput.items()
@@ -178,8 +189,8 @@ def run(
         rows.append(
             [
                 name,
-                f"{s['c1']:.0f} ({ratios[name]['c1']:.0%})",
-                f"{s['c16']:.0f} ({ratios[name]['c16']:.0%})",
+                f"{s['c1']:.0f} ({ratios[name]['c1']:.0%}; {_span(spreads[name]['c1'])})",
+                f"{s['c16']:.0f} ({ratios[name]['c16']:.0%}; {_span(spreads[name]['c16'])})",
                 f"{s['c1_cpu']:.2f} / {s['c16_cpu']:.2f}",
                 f"{f['p50_ms']} / {f['p99_ms']} ({f['achieved_rps']:.0f}/s, {f['errors']} err)",
                 f"{f['server_p50_ms']} / {f['server_p99_ms']}" if "server_p99_ms" in f else "-",
@@ -189,8 +200,8 @@ def run(
     markdown = table(
         [
             "server",
-            "1 row req/s, c=1 (vs hello)",
-            "c=16 (vs hello)",
+            "1 row req/s, c=1 (vs hello; rounds' range)",
+            "c=16 (vs hello; rounds' range)",
             "server CPU c=1 / c=16",
             "1 row at 1,000 req/s, client p50 / p99 ms",
             "same, server p50 / p99 ms",
@@ -211,6 +222,7 @@ def run(
         "throughput": throughput,
         "summary": summary,
         "ratio_vs_hello": ratios,
+        "ratio_vs_hello_range": spreads,
         "fixed_rate": fixed,
         "batch_1000": batches,
         "goals": goals,
