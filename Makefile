@@ -17,7 +17,7 @@ PORT ?= 8000
 .DEFAULT_GOAL := help
 .PHONY: help setup lock data train serve drift monitor fairness report loop demo test lint format bench \
 	container-smoke reference-run \
-	record-demo
+	record-demo stack stack-down soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -76,6 +76,16 @@ reference-run: demo  ## refresh the committed reference run in docs/reference-ru
 
 record-demo: $(STAMP)  ## re-record `make demo` -> docs/demo.cast + docs/demo.gif
 	scripts/record_demo.sh
+
+stack: $(STAMP) | $(ARTIFACTS)/manifest.json  ## the deployed stack as processes: PostgreSQL, 2 replicas, HAProxy, Prometheus, Alertmanager, the monitoring job
+	ARTIFACTS=$(ARTIFACTS) $(PY) -m ops.stack up
+
+stack-down: $(STAMP)  ## stop everything `make stack` started, by process id
+	$(PY) -m ops.stack down
+
+SOAK_MINUTES ?= 10
+soak: $(STAMP) | $(ARTIFACTS)/manifest.json  ## the stack under traffic and faults for SOAK_MINUTES (10) -> var/soak/report.md
+	ARTIFACTS=$(ARTIFACTS) SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m ops.soak
 
 container-smoke:  ## build the image, train + serve in it, check the endpoints over 127.0.0.1
 	scripts/container_smoke.sh

@@ -33,16 +33,27 @@ HELP = {
     "prediction_log_retried_rows": "Rows retried one by one after their batch was refused.",
     "prediction_log_dropped_rows": "Predicted rows the log could not keep, by reason.",
     "prediction_log_failed_batches": "Batches the database refused (then retried row by row).",
+    "prediction_log_database_errors": (
+        "Writes the log's writer could not make because the database could not be reached "
+        "(retried; a restarted database or a lost connection)."
+    ),
 }
 _RUNS = Path(tempfile.gettempdir()) / "adult-income-metrics"
 
 
-def _start_time(pid: int) -> str:
-    """A process's start time in clock ticks since boot: with the pid, it names one process."""
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields from the third (state) on; empty when there is no such process."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return "0"
+        return []
+
+
+def _start_time(pid: int) -> str:
+    """A process's start time in clock ticks since boot: with the pid, it names one process
+    (a pid alone may be reused)."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else "0"
 
 
 def run_id() -> str:
@@ -50,12 +61,20 @@ def run_id() -> str:
     alone. Workers of one `uvicorn --workers N` share it; two separate servers never do."""
     parent = multiprocessing.parent_process()
     pid = parent.pid if parent is not None else os.getpid()
+    return process_identity(pid)
+
+
+def process_identity(pid: int) -> str:
+    """ "pid-start": one process, for as long as the machine runs."""
     return f"{pid}-{_start_time(pid)}"
 
 
-def _alive(run: str) -> bool:
-    pid, _, started = run.partition("-")
-    return pid.isdigit() and _start_time(int(pid)) == started
+def identity_alive(identity: str) -> bool:
+    """The process named by `process_identity` still runs (a zombie, dead but not yet reaped by
+    its parent, does not)."""
+    pid, _, started = identity.partition("-")
+    fields = _stat(int(pid)) if pid.isdigit() else []
+    return len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == started
 
 
 def metrics_dir(configured: str | None = None) -> Path:
@@ -67,7 +86,7 @@ def metrics_dir(configured: str | None = None) -> Path:
         folder = _RUNS / run
         if _RUNS.is_dir():  # folders of runs that have ended
             for old in _RUNS.iterdir():
-                if old.name != run and not _alive(old.name):
+                if old.name != run and not identity_alive(old.name):
                     shutil.rmtree(old, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".owner.lock").open("a") as lock:
@@ -122,6 +141,11 @@ class CounterFile:
     def __init__(self, folder: str | Path | None) -> None:
         self.files = MetricFiles(folder)
         self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+
+    def declare(self, name: str) -> None:
+        """A counter present from the start, at 0: Prometheus's increase() then sees its first
+        rise (a series that appears already at 1 shows none)."""
+        self.files.write("counter", name, f"{name}_total", {}, self.values[(name, ())])
 
     def inc(self, name: str, amount: float, **labels: str) -> None:
         if not amount:
@@ -184,10 +208,22 @@ def collect(folder: str | Path) -> bytes:
     return generate_latest(registry)
 
 
-def forget_the_dead(folder: str | Path) -> None:
+def forget_the_dead(folder: str | Path) -> int:
     """Processes of this run that are gone (a worker the supervisor replaced): their gauges stop
-    counting. Their counters stay, as counters should."""
+    counting. Their counters stay, as counters should. Returns how many processes were found
+    dead (a worker that exits cleanly removes its own gauges: see `forget_me`)."""
+    dead = set()
     for gauge in Path(folder).glob("gauge_*.db"):
         pid = gauge.stem.rsplit("_", 1)[-1].split("x")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            gauge.unlink(missing_ok=True)
+            dead.add(pid)
+    return len(dead)
+
+
+def forget_me(files: MetricFiles) -> None:
+    """A process that exits cleanly takes its gauges with it: only one that died leaves any."""
+    if files.folder is not None:
+        files.close()
+        for gauge in files.folder.glob(f"gauge_*_{files.owner}.db"):
             gauge.unlink(missing_ok=True)

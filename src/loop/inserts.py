@@ -35,6 +35,7 @@ ROWS_WRITTEN = "prediction_log_written_rows"
 ROWS_RETRIED = "prediction_log_retried_rows"
 ROWS_DROPPED = "prediction_log_dropped_rows"
 BATCHES_FAILED = "prediction_log_failed_batches"
+DATABASE_ERRORS = "prediction_log_database_errors"
 FEATURE_NAMES = FEATURES
 FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in FEATURES if n not in SENSITIVE)
 _ALL_FEATURES = itemgetter(*FEATURE_NAMES)
@@ -139,6 +140,7 @@ class BatchWriter:
         self._lookups: dict[tuple[str | None, ...], np.ndarray] = {}
         self._suffixes: list[str] = []
         self._drops: dict[tuple[int, str], int] = {}  # counted, not yet stored
+        self.counted_rows = 0  # every row this writer has counted as dropped
 
     def write(
         self, requests: Sequence[tuple[Any, ...]], *, stop_waiting: Callable[[], bool]
@@ -185,6 +187,7 @@ class BatchWriter:
                 if not _is_outage(exc):
                     self.counters.inc(BATCHES_FAILED, 1)
                     return self._row_by_row(block, request_rows, exc)
+                self.counters.inc(DATABASE_ERRORS, 1)
                 if stop_waiting():
                     self.counters.inc(ROWS_DROPPED, block.count, reason="database_unavailable")
                     for hour, rows in block.hours:
@@ -223,12 +226,16 @@ class BatchWriter:
 
     def _count_drop(self, hour: int, reason: str, rows: int) -> None:
         self._drops[(hour, reason)] = self._drops.get((hour, reason), 0) + rows
+        self.counted_rows += rows
 
-    def count_drops(self) -> None:
+    def count_drops(self) -> int:
         """Add this writer's own drop counts (rows refused, a database that never came back) to
-        the log_drops table; kept for the next try while the database cannot take them."""
+        the log_drops table; kept for the next try while the database cannot take them.
+        Returns the rows stored now."""
         if self._drops and store_drops(self.engine, self.dialect, self._drops):
-            self._drops = {}
+            stored, self._drops = sum(self._drops.values()), {}
+            return stored
+        return 0
 
     # --- inserts ---------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ Counts reach /metrics through the metrics folder shared by every process of the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -42,9 +43,10 @@ from sqlalchemy.engine import Engine
 
 from src.loop.handoff import Served, epoch_hour
 from src.loop.inserts import schema_tables, store_drops
-from src.loop.progress import Progress
+from src.loop.progress import WORKER_DIED, Progress, settle_dead
 from src.loop.tables import create_tables, make_engine
 from src.loop.writer_process import FRAME_HEADER
+from src.multiprocess_metrics import process_identity
 
 logger = logging.getLogger("service")
 __all__ = ["POLICIES", "PredictionLog", "Served"]
@@ -144,6 +146,7 @@ class PredictionLog:
         on_drop: Callable[[int, str], None] = lambda rows, reason: None,
         policy: str = "drop",
         max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
+        ledger_dir: Path | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
@@ -159,8 +162,13 @@ class PredictionLog:
         self.waited_requests = 0  # backpressure: requests that had to wait for room
         self.restarts = 0
         self.last_failure = ""
-        self._progress = Progress()
+        # With a folder, the counters are a ledger a dead worker leaves behind (see Progress).
+        self.ledger_dir = ledger_dir
+        self._progress = Progress(ledger=ledger_dir)
         self._pending: list[tuple[Any, ...]] = []
+        # (bytes shipped up to and including a shipment, when it left): the oldest one not yet
+        # written says how long the writer has been behind (a stalled database, say).
+        self._shipments: collections.deque[tuple[int, float]] = collections.deque()
         self._pending_bytes = 0
         self._reserved_bytes = 0  # backpressure: room set aside for requests being answered
         self._reservations: dict[int, int] = {}  # id(served) -> bytes set aside
@@ -190,8 +198,18 @@ class PredictionLog:
             },
             self._progress.fd,
         )
+        # Before it can write anything: a ledger names the writer that still drains it.
+        self._progress.set("writer_pid", self.process.pid)
+        self._progress.set("writer_start", int(process_identity(self.process.pid).split("-")[1]))
 
     # --- the request path: one append, never blocks -------------------------------------------
+
+    def answering(self, rows: int, event_time: datetime | None) -> None:
+        """Called before an answer with `rows` predictions leaves: the ledger counts them first,
+        so rows a killed worker answered are never lost silently."""
+        self._progress.add("answered_rows", rows)
+        hour = epoch_hour(event_time) if event_time else int(time.time() // 3600)
+        self._progress.set("answered_hour", hour)
 
     def record(
         self,
@@ -279,6 +297,7 @@ class PredictionLog:
             return
         self._progress.add("shipped_bytes", size)
         self._progress.add("shipped_rows", sum(item[5].rows for item in batch if item[5]))
+        self._shipments.append((self._progress["shipped_bytes"], time.monotonic()))
         self.process.put((batch, size))
 
     def save_drops(self) -> None:
@@ -287,10 +306,20 @@ class PredictionLog:
         from a thread every second, and at shutdown."""
         with self._lock:
             drops, self._drops_by_hour = self._drops_by_hour, {}
-        if drops and not store_drops(self.engine, self.engine.dialect.name, drops):
+        dialect = self.engine.dialect.name
+        if drops and not store_drops(self.engine, dialect, drops):
             with self._lock:
                 for key, rows in drops.items():
                     self._drops_by_hour[key] = self._drops_by_hour.get(key, 0) + rows
+        elif drops:
+            self._progress.add("service_stored_drops", sum(drops.values()))
+        if self.ledger_dir is not None and not self._closing:
+            # Workers of this database that died with their writers: what they answered and
+            # never accounted for is stored as dropped (worker_died), by whichever worker
+            # looks first.
+            settled = settle_dead(self.ledger_dir, lambda d: store_drops(self.engine, dialect, d))
+            for rows in settled.values():
+                self.on_drop(rows, WORKER_DIED)
 
     # --- health ------------------------------------------------------------------------------
 
@@ -326,6 +355,14 @@ class PredictionLog:
         if not self._progress["ready"]:
             return f"starting ({self.last_failure})" if self.last_failure else "starting"
         return "up"
+
+    def unwritten_seconds(self) -> float:
+        """Seconds the oldest shipment not yet written (or counted) has waited; 0 when none.
+        Called from the same thread as `ship`."""
+        done = self._progress["done_bytes"]
+        while self._shipments and self._shipments[0][0] <= done:
+            self._shipments.popleft()
+        return time.monotonic() - self._shipments[0][1] if self._shipments else 0.0
 
     @property
     def buffered_bytes(self) -> int:

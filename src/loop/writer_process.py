@@ -25,11 +25,12 @@ import sys
 import threading
 from typing import Any
 
-from src.loop.inserts import BatchWriter, Tables
+from src.loop.inserts import DATABASE_ERRORS, BatchWriter, Tables
 from src.loop.progress import Progress
 from src.multiprocess_metrics import CounterFile
 
 FRAME_HEADER = struct.Struct("<Q")
+APPLICATION_NAME = "adult-income log writer"
 
 
 class DriverEngine:
@@ -79,7 +80,9 @@ class DriverEngine:
             return connection
         import psycopg
 
-        return psycopg.connect(self._connect["conninfo"])
+        # Named, so an operator (or the soak) can find the log's connections in
+        # pg_stat_activity.
+        return psycopg.connect(self._connect["conninfo"], application_name=APPLICATION_NAME)
 
     def dispose(self) -> None:
         if self._connection is not None:
@@ -110,10 +113,12 @@ def write_forever(config: dict[str, Any], frames: int) -> None:
     parent = os.getppid()
     progress = Progress(config["progress_fd"])
     engine = DriverEngine(config["connect"])
+    counters = CounterFile(config["metrics_dir"])
+    counters.declare(DATABASE_ERRORS)
     writer = BatchWriter(
         engine,
         log_sensitive=config["log_sensitive"],
-        counters=CounterFile(config["metrics_dir"]),
+        counters=counters,
         tables=Tables(**{name: tuple(v) for name, v in config["tables"].items()}),
     )
     progress.set("ready", 1)
@@ -131,10 +136,12 @@ def write_forever(config: dict[str, Any], frames: int) -> None:
         if message is None:
             break  # the stop marker, after every batch
         requests, size = message
+        counted = writer.counted_rows
         rows = writer.write(requests, stop_waiting=lambda: os.getppid() != parent)
+        progress.add("written_rows", rows - (writer.counted_rows - counted))  # the ledger
         progress.add("done_rows", rows)
         progress.add("done_bytes", size)
-        writer.count_drops()
+        progress.add("writer_stored_drops", writer.count_drops())
     engine.dispose()
 
 

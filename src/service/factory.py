@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.routing import Route
 
 from src.loop.tables import upgrade
@@ -43,7 +44,8 @@ from src.settings import Settings, get_settings
 
 # Swagger UI 5 and its styles, from a pinned package (fastapi-offline, MIT): no CDN.
 SWAGGER_UI_FILES = Path(fastapi_offline.__file__).parent / "static"
-SHIP_SECONDS = 0.05  # how often the prediction log's pending requests go to its writer
+SHIP_SECONDS = 0.05
+DATABASE_RETRY_AFTER_SECONDS = 5  # how often the prediction log's pending requests go to its writer
 logger = logging.getLogger("service")
 
 
@@ -78,6 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.prediction_log.close()
         app.state.prediction_log, app.state.prediction_log_status = None, "closed"
     publish(app.state)
+    app.state.metrics.detach()
     if app.state.registry is not None:
         app.state.registry.engine.dispose()
 
@@ -109,6 +112,16 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return error(400, "invalid request", errors)
+
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        # Stalled, restarting, or its connections cut: the client can retry, and is told so.
+        logger.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+        response = error(503, "the database is unavailable right now; retry later")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
+
+    app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(InterfaceError, database_unavailable)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from src.multiprocess_metrics import HELP, MetricFiles, export, forget_the_dead
+from src.multiprocess_metrics import HELP, MetricFiles, export, forget_me, forget_the_dead
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client's request id is echoed only if it is short and plain; anything else gets a fresh one,
@@ -125,6 +125,18 @@ class ServiceMetrics:
             "1 while this worker's prediction log writer is up; 0 while it is down or off.",
             registry=self.registry,
         )
+        self.log_unwritten = Gauge(
+            "prediction_log_unwritten_seconds",
+            "Age of the oldest rows this worker handed to its log writer and not yet written "
+            "(0 when all are written): grows while the database stalls.",
+            registry=self.registry,
+        )
+        self.workers_replaced = Counter(
+            "service_workers_replaced",
+            "Workers of this server found dead (killed, crashed) by the worker started in "
+            "their place.",
+            registry=self.registry,
+        )
         self.log_buffered = Gauge(
             "prediction_log_buffered_bytes",
             "Bytes this worker's log holds in memory, waiting to be written.",
@@ -136,8 +148,13 @@ class ServiceMetrics:
         self.files = MetricFiles(None)  # attached to the run's folder in the lifespan
 
     def attach(self, folder: Path) -> None:
-        forget_the_dead(folder)
+        self.workers_replaced.inc(forget_the_dead(folder))
         self.files = MetricFiles(folder)
+        self.export()  # at once: a replaced worker is seen before the model has loaded
+
+    def detach(self) -> None:
+        """At a clean exit: this worker's gauges go (only a worker that died leaves some)."""
+        forget_me(self.files)
 
     def export(self) -> None:
         """This worker's numbers into the run's folder, where a scrape adds up all workers."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import itertools
 import logging
 import os
@@ -223,6 +224,13 @@ def _swap(app_state: Any, current: ModelState, predictor: Predictor, started: fl
     logger.info("model swapped", extra={"fields": fields})
 
 
+def ledger_dir(settings: Settings) -> Path:
+    """Where this server's workers keep their ledgers (src.loop.progress): beside the log, one
+    folder per database, shared by every server of this machine that logs into it."""
+    url = settings.prediction_log_url.encode()
+    return settings.prediction_log_dir / "ledgers" / hashlib.sha256(url).hexdigest()[:16]
+
+
 def open_prediction_log(
     settings: Settings, metrics: ServiceMetrics, metrics_dir: Path
 ) -> tuple[PredictionLog | None, str]:
@@ -242,6 +250,7 @@ def open_prediction_log(
             on_drop=metrics.drop,
             policy=settings.prediction_log_policy,
             max_wait=settings.prediction_log_max_wait,
+            ledger_dir=ledger_dir(settings),
         ).start()
     except Exception as exc:  # unreachable database, bad URL, permissions: serve without the log
         logger.error("prediction log unavailable: %s", exc)
@@ -310,6 +319,7 @@ def publish(app_state: Any) -> None:
     metrics.model_ready.set(app_state.model.predictor is not None)
     metrics.log_up.set(log is not None and log.state == "up")
     metrics.log_buffered.set(log.buffered_bytes if log is not None else 0)
+    metrics.log_unwritten.set(log.unwritten_seconds() if log is not None else 0)
     metrics.export()
 
 

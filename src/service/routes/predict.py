@@ -65,6 +65,7 @@ class PredictEndpoint:
                 # Answered once the log has room for the rows (or the wait timed out, and the
                 # middleware's record counts them as dropped).
                 await log.wait_for_room(served)
+            log.answering(len(probabilities), state["event_time"])
         metrics = app_state.metrics
         metrics.rows.inc(len(probabilities))
         metrics.probabilities.observe_many(probabilities)

@@ -1,0 +1,928 @@
+"""python -m ops.soak: the stack (ops/stack.py) under mixed traffic and faults, one at a time,
+counting every request, row, alert and act (`make soak`; SOAK_MINUTES, default 10).
+
+Traffic goes through the load balancer: single rows and batches, some invalid, and the labels of
+answered rows later through /feedback. The faults, on a fixed schedule, each with time to recover:
+a worker killed (-9); a replica killed (-9) and restarted; PostgreSQL stalled (SIGSTOP, then
+SIGCONT) and restarted; every connection of the log's writers terminated; a model that fails
+verification promoted with --force; a good challenger promoted, then a rollback; ten times the
+traffic; 100,000 labels at once. The report (var/soak/report.json and report.md) gives, per
+fault, the requests and their answers, the rows answered, logged and dropped (counted, by
+reason), the alerts that fired and resolved, what the agent did, and the seconds until every
+replica served the champion again; for the whole run, the invariants (nothing lost silently,
+only registered and verified versions served) and each process's memory. The exit code is 1
+when an invariant fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ops.stack import (
+    PYTHON,
+    REPLICAS,
+    ROOT,
+    StackConfig,
+    _cluster,
+    down,
+    scrape_seconds,
+    service_env,
+    start_replica,
+    up,
+    wait_ready,
+)
+
+OUT = ROOT / "var" / "soak"
+BATCH_ROWS = 50
+RATE = 40.0  # requests per second offered, in normal times
+LABEL_SHARE = 0.3
+TIME_SCALE = 60  # one second of soak traffic is one minute of event time (X-Event-Time)
+RECOVERY_GOAL = 30.0
+MEMORY_GOAL = 0.10  # each process within 10% of its RSS after warm-up
+
+
+def _say(message: str) -> None:
+    print(f"soak {time.strftime('%H:%M:%S')}: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Answer:
+    at: float
+    kind: str  # single, batch, invalid
+    status: int | None  # None: no HTTP answer (connection error)
+    ids: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # the true labels of the rows sent
+    version: str | None = None
+    error: str = ""
+
+
+class Traffic:
+    """Mixed requests through the load balancer, paced; every answer recorded."""
+
+    def __init__(
+        self, config: StackConfig, rows: list[dict[str, Any]], labels: list[int], threads: int = 8
+    ) -> None:
+        self.config, self.rows, self.labels, self.threads = config, rows, labels, threads
+        self.answers: list[Answer] = []
+        self.rate = RATE
+        self.started = time.time()
+        self.base = self.started  # event time at `started`: set by run_soak
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for i in range(self.threads):
+            worker = threading.Thread(target=self._run, args=(i,), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+
+    def event_time(self) -> str:
+        """Compressed time: the monitoring job, run every minute, finds a closed hour to judge."""
+        moment = self.base + (time.time() - self.started) * TIME_SCALE
+        return datetime.fromtimestamp(moment, UTC).isoformat()
+
+    def _body(self, rng: random.Random) -> tuple[str, bytes, list[int]]:
+        draw = rng.random()
+        if draw < 0.05:  # invalid: an unknown category, a string for a number
+            row = dict(rng.choice(self.rows))
+            row["age"] = "old" if draw < 0.025 else row["age"]
+            row["workclass"] = "Astronaut" if draw >= 0.025 else row["workclass"]
+            return "invalid", json.dumps([row]).encode(), []
+        picks = rng.sample(range(len(self.rows)), BATCH_ROWS if draw < 0.20 else 1)
+        body = json.dumps([self.rows[i] for i in picks]).encode()
+        return ("batch" if len(picks) > 1 else "single"), body, [self.labels[i] for i in picks]
+
+    def _run(self, index: int) -> None:
+        rng = random.Random(index)
+        host, port = self.config.host, self.config.lb_port
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            next_at += self.threads / self.rate
+            kind, body, labels = self._body(rng)
+            answer = Answer(time.time(), kind, None, labels=labels)
+            headers = {"Content-Type": "application/json", "X-Event-Time": self.event_time()}
+            try:
+                connection.request("POST", "/predict", body, headers)
+                response = connection.getresponse()
+                data = response.read()
+                answer.status = response.status
+                if response.status == 200:
+                    parsed = json.loads(data)
+                    answer.ids = [p["prediction_id"] for p in parsed["predictions"]]
+                    answer.version = parsed["model_version"]
+            except (OSError, http.client.HTTPException) as exc:
+                answer.error = type(exc).__name__
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=30)
+            with self._lock:
+                self.answers.append(answer)
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at, time.monotonic() - 1.0)  # a stall does not become a burst
+
+
+class Labeler:
+    """Labels for a share of the answered rows, sent a few seconds later through /feedback."""
+
+    def __init__(self, config: StackConfig, traffic: Traffic) -> None:
+        self.config, self.traffic = config, traffic
+        self.sent = self.stored = self.failed = 0
+        self.requests: list[tuple[float, int, int | None]] = []  # (at, labels, HTTP status)
+        self.stop = threading.Event()
+        self._seen = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=60)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self.stop.wait(5.0):
+            self.flush()
+
+    def flush(self) -> None:
+        answers = self.traffic.answers[self._seen :]
+        self._seen += len(answers)
+        rng = random.Random(self._seen)
+        labels = [
+            {"prediction_id": pid, "label": label}
+            for a in answers
+            for pid, label in zip(a.ids, a.labels, strict=False)
+            if rng.random() < LABEL_SHARE
+        ]
+        for start in range(0, len(labels), 5000):
+            self.send(labels[start : start + 5000])
+
+    def send(self, labels: list[dict[str, Any]]) -> dict[str, Any] | None:
+        token = service_env(self.config)["SERVICE_TOKEN"]
+        request = urllib.request.Request(  # noqa: S310 - the stack's own load balancer
+            f"{self.config.lb_url}/feedback",
+            data=json.dumps({"labels": labels}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            method="POST",
+        )
+        self.sent += len(labels)
+        at, status = time.time(), None
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                status = response.status
+                outcome = json.loads(response.read())
+                self.stored += outcome["stored"] + outcome["repeated"]
+                return outcome
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            self.failed += len(labels)
+            return None
+        except (OSError, ValueError):
+            self.failed += len(labels)
+            return None
+        finally:
+            self.requests.append((at, len(labels), status))
+
+
+class Alerts:
+    """Prometheus's alerts, polled: when each went pending, fired and resolved."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.seen: dict[tuple[str, str], dict[str, Any]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(OSError, ValueError):
+                url = f"{self.config.prometheus_url}/api/v1/alerts"
+                with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+                    alerts = json.loads(response.read())["data"]["alerts"]
+                self._update(alerts, time.time())
+
+    def _update(self, alerts: list[dict[str, Any]], now: float) -> None:
+        current = set()
+        for alert in alerts:
+            labels = alert["labels"]
+            key = (labels["alertname"], labels.get("instance", labels.get("reason", "")))
+            current.add(key)
+            entry = self.seen.setdefault(key, {"alert": key[0], "on": key[1], "pending": now})
+            if alert["state"] == "firing" and "firing" not in entry:
+                entry["firing"] = now
+        for key in list(self.seen):
+            if key not in current:
+                entry = self.seen.pop(key)
+                entry["resolved"] = now
+                self.history.append(entry)
+
+    def all(self) -> list[dict[str, Any]]:
+        return [*self.history, *self.seen.values()]
+
+
+# --- the faults -----------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _workers(config: StackConfig, name: str) -> list[int]:
+    """A replica's uvicorn workers (not their log writers below them)."""
+    supervisor = config.state()["processes"][name]["pid"]
+    return [p for p in _children(supervisor) if "spawn_main" in _command(p)]
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _whole(config: StackConfig, name: str) -> bool:
+    """The replica has its two workers, each with its log writer (a worker starts its writer
+    once its model is loaded and verified)."""
+    with contextlib.suppress(KeyError, OSError, ValueError):
+        workers = _workers(config, name)
+        return len(workers) == 2 and all(
+            any("writer_process" in _command(c) for c in _children(w)) for w in workers
+        )
+    return False
+
+
+def _postgres_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-u", "postgres"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _sql(config: StackConfig, statement: str) -> list[tuple[Any, ...]]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(config.state()["database_url"], connect_args={"connect_timeout": 5})
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement))
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _registry(config: StackConfig, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "src.registry", *args],
+        cwd=ROOT,
+        env={**os.environ, **service_env(config)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@dataclass
+class Fault:
+    name: str
+    act: Callable[[StackConfig, dict[str, Any]], str]  # returns what it did, in words
+    expected_alerts: tuple[str, ...]
+
+
+def kill_worker(config: StackConfig, ctx: dict[str, Any]) -> str:
+    victim = _workers(config, "a")[0]
+    ctx["fault_at"] = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(0.5)  # the supervisor notices
+    return f"kill -9 of replica a's worker {victim} (uvicorn starts another)"
+
+
+def kill_replica(config: StackConfig, ctx: dict[str, Any]) -> str:
+    state = config.state()
+    entry = state["processes"]["b"]
+    ctx["fault_at"] = time.monotonic()
+    os.killpg(entry["pid"], signal.SIGKILL)
+    time.sleep(ctx["hold"])
+    state["processes"]["b"] = start_replica(config, "b")
+    config.pids.write_text(json.dumps(state, indent=2))
+    return f"kill -9 of replica b (pid {entry['pid']}, its workers and writers), restarted"
+
+
+def stall_postgres(config: StackConfig, ctx: dict[str, Any]) -> str:
+    pids = _postgres_pids()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(ctx["stall"])
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    return f"PostgreSQL's {len(pids)} processes stopped (SIGSTOP) for {ctx['stall']:.0f} s"
+
+
+def restart_postgres(config: StackConfig, ctx: dict[str, Any]) -> str:
+    version, name = _cluster()
+    subprocess.run(["pg_ctlcluster", version, name, "restart", "-m", "fast"], check=True)
+    return "PostgreSQL restarted (pg_ctlcluster restart, fast)"
+
+
+def terminate_writers(config: StackConfig, ctx: dict[str, Any]) -> str:
+    rows = _sql(
+        config,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'adult-income log writer'",
+    )
+    return f"{len(rows)} connections of the log's writers terminated (pg_terminate_backend)"
+
+
+def promote_broken(config: StackConfig, ctx: dict[str, Any]) -> str:
+    done = _registry(config, "promote", ctx["broken"], "--force", "--reason", "soak: broken")
+    ctx["broken_promote_exit"] = done.returncode
+    said = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    last = said[-1] if said else ""
+    return (
+        f"promote --force of a set whose model.pkl was corrupted: exit {done.returncode} ({last})"
+    )
+
+
+def promote_and_roll_back(config: StackConfig, ctx: dict[str, Any]) -> str:
+    done = _registry(config, "promote", ctx["challenger"], "--force", "--reason", "soak")
+    moved = _serving_everywhere(config, ctx["challenger"], 60)
+    back = _registry(config, "rollback", "--reason", "soak: back")
+    returned = _serving_everywhere(config, ctx["champion"], 60)
+    return (
+        f"challenger promoted (exit {done.returncode}), every replica served it after "
+        f"{moved:.1f} s; rolled back (exit {back.returncode}), champion again after "
+        f"{returned:.1f} s"
+    )
+
+
+def burst(config: StackConfig, ctx: dict[str, Any]) -> str:
+    traffic: Traffic = ctx["traffic"]
+    traffic.rate = RATE * 10
+    time.sleep(ctx["burst"])
+    traffic.rate = RATE
+    return f"10x the traffic ({RATE * 10:.0f} requests/s offered) for {ctx['burst']:.0f} s"
+
+
+def label_burst(config: StackConfig, ctx: dict[str, Any]) -> str:
+    labeler: Labeler = ctx["labeler"]
+    pairs = [
+        (p, y) for a in list(ctx["traffic"].answers) for p, y in zip(a.ids, a.labels, strict=False)
+    ]
+    labels = [
+        {"prediction_id": pairs[i % len(pairs)][0], "label": pairs[i % len(pairs)][1]}
+        for i in range(100_000)
+    ]
+    ids = [p for p, _ in pairs]
+    outcomes = [labeler.send(labels[s : s + 20_000]) for s in range(0, len(labels), 20_000)]
+    taken = sum((o or {}).get("stored", 0) + (o or {}).get("repeated", 0) for o in outcomes)
+    return f"100,000 labels in 5 requests ({len(set(ids)):,} distinct ids): {taken:,} taken"
+
+
+# Faults that raise the same alert are kept apart: each alert has resolved before its next cause.
+FAULTS = (
+    Fault("worker killed", kill_worker, ("WorkerLost",)),
+    Fault("PostgreSQL restarted", restart_postgres, ("PredictionLogDatabaseErrors",)),
+    Fault("replica killed and restarted", kill_replica, ("ReplicaDown",)),
+    Fault(
+        "log writers' connections terminated", terminate_writers, ("PredictionLogDatabaseErrors",)
+    ),
+    Fault("PostgreSQL stalled", stall_postgres, ("PredictionLogBehind",)),
+    Fault("a broken model promoted with --force", promote_broken, ()),
+    Fault("challenger promoted, then rolled back", promote_and_roll_back, ()),
+    Fault("10x traffic", burst, ()),
+    Fault("100,000 labels", label_burst, ()),
+)
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+def _ready(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:  # noqa: S310
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def champion(config: StackConfig) -> str | None:
+    rows = _sql(config, "SELECT version FROM model_aliases WHERE alias = 'champion'")
+    return rows[0][0] if rows else None
+
+
+def _serving_everywhere(
+    config: StackConfig, version: str | None, limit: float, *, whole: bool = False
+) -> float:
+    """Seconds until every replica is ready, its log up, and serves `version` (the champion
+    when None), and with `whole`, has its two workers with their writers again; `limit` + 1
+    when that does not happen within `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        wanted = version
+        with contextlib.suppress(Exception):
+            wanted = version or champion(config)
+        states = [_ready(config.replica_url(name)) for name in REPLICAS]
+        if all(
+            s and s.get("model_version") == wanted and s["prediction_log"].get("state") == "up"
+            for s in states
+        ) and (not whole or all(_whole(config, name) for name in REPLICAS)):
+            return time.monotonic() - started
+        time.sleep(0.25)
+    return limit + 1
+
+
+def _rss(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def memory(config: StackConfig) -> dict[str, float]:
+    """RSS (MiB) of every process of the stack, by name and pid, PostgreSQL's too."""
+    out: dict[str, float] = {}
+    for name, entry in config.state()["processes"].items():
+        stack = [entry["pid"]]
+        while stack:
+            pid = stack.pop()
+            if (rss := _rss(pid)) is not None:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+                label = " ".join(c.decode(errors="ignore").rsplit("/", 1)[-1] for c in command)
+                out[f"{name}:{pid}:{label[:40]}"] = round(rss, 1)
+            stack.extend(_children(pid))
+    for pid in _postgres_pids():
+        if (rss := _rss(pid)) is not None:
+            out[f"postgres:{pid}"] = round(rss, 1)
+    return out
+
+
+def drops(config: StackConfig) -> dict[str, int]:
+    """Rows the log dropped and counted so far, by reason (the log_drops table)."""
+    try:
+        rows = _sql(config, "SELECT reason, SUM(rows) FROM log_drops GROUP BY reason")
+    except Exception:  # the database stalled: read again at the next boundary
+        return {}
+    return {reason: int(total) for reason, total in rows}
+
+
+def monitor_runs(config: StackConfig, since: float, until: float) -> list[str]:
+    """The monitoring job's runs that started in [since, until), each in a few words."""
+    path = config.root / "monitor.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        run = json.loads(line)
+        if not since <= run["started"] < until:
+            continue
+        if run.get("code") == 0:
+            said = (run.get("agent_monitor", {}).get("out") or [""])[-1]
+            out.append(f"monitor: plan made and executed ({said[:100]})")
+        else:
+            step = run.get(run.get("step", ""), {})
+            why = (step.get("err") or [run.get("error", "")])[-1] if step else run.get("error")
+            out.append(f"monitor: {run.get('step')} exit {run.get('code')}: {str(why)[:100]}")
+    return out
+
+
+def agent_events(config: StackConfig, since: float, until: float) -> list[str]:
+    rows = _sql(
+        config,
+        "SELECT ts, kind, reason FROM model_events WHERE kind LIKE 'act_%' OR kind IN "
+        "('executed', 'promoted', 'forced', 'rolled_back', 'refused', 'refused_to_serve') "
+        "ORDER BY id",
+    )
+    out = []
+    for ts, kind, reason in rows:
+        moment = ts.timestamp()
+        if since <= moment < until and kind != "act_intent":
+            out.append(f"{kind}: {str(reason)[:140]}")
+    return out
+
+
+@dataclass
+class Window:
+    fault: Fault
+    started: float
+    acted: float = 0.0
+    ended: float = 0.0  # the next window's start
+    did: str = ""
+    recovered_seconds: float = 0.0
+    drops_before: dict[str, int] = field(default_factory=dict)
+    drops_after: dict[str, int] = field(default_factory=dict)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def prepare_models(config: StackConfig) -> dict[str, str]:
+    """Two more versions in the stack's registry: a good challenger, and one that fails
+    verification (trained, registered, then its model.pkl corrupted in the store)."""
+    versions = {}
+    for name, seed in (("challenger", 7), ("broken", 11)):
+        folder = config.root / f"set-{name}"
+        subprocess.run(
+            [
+                *(PYTHON, "-m", "src.train", "--outdir", str(folder)),
+                *("--trials", "0", "--seed", str(seed), "--no-register"),
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        done = _registry(config, "register", str(folder), "--json")
+        if done.returncode != 0:
+            raise SystemExit(f"soak: registering the {name} failed: {done.stderr}")
+        versions[name] = json.loads(done.stdout)["result"].split(":")[0]
+    store = Path(service_env(config)["REGISTRY_STORE"])
+    (store / versions["broken"] / "model.pkl").write_bytes(b"not a model")
+    return versions
+
+
+def load_rows() -> tuple[list[dict[str, Any]], list[int]]:
+    """adult.test's rows as clients send them (never trained on), and their labels."""
+    from src.make_data import read_uci
+    from src.schema import FEATURES, NUMERIC, TARGET
+
+    frame = read_uci(ROOT / "data" / "raw" / "adult.test").sample(5000, random_state=0)
+    frame = frame[frame["workclass"] != "Never-worked"]  # a category the model never saw
+    rows = [
+        {k: (None if v != v else int(v) if k in NUMERIC else v) for k, v in r.items()}
+        for r in frame[list(FEATURES)].to_dict(orient="records")
+    ]
+    return rows, frame[TARGET].astype(int).tolist()
+
+
+def run_soak(config: StackConfig, minutes: float) -> dict[str, Any]:
+    scale = min(1.0, minutes / 10)
+    ctx: dict[str, Any] = {
+        "stall": max(5.0, 20 * scale),
+        "burst": max(6.0, 30 * scale),
+        "hold": max(2.0, 5 * scale),
+    }
+    _say("training and registering a challenger and a broken set")
+    ctx.update(prepare_models(config))
+    ctx["champion"] = champion(config)
+    rows, labels = load_rows()
+    traffic = Traffic(config, rows, labels)
+    # The whole run's event time ends an hour ago: every hour of it can be judged.
+    traffic.base = traffic.started - (minutes * 60 + 300) * TIME_SCALE - 3600
+    labeler = Labeler(config, traffic)
+    alerts = Alerts(config)
+    ctx.update(traffic=traffic, labeler=labeler)
+    warmup = max(10.0, 30 * scale)
+    slot = max(10.0, (minutes * 60 - warmup - 20) / len(FAULTS))
+    traffic.start()
+    labeler.start()
+    alerts.start()
+    _say(
+        f"traffic at {RATE:.0f} requests/s; warm-up {warmup:.0f} s, then a fault every {slot:.0f} s"
+    )
+    time.sleep(warmup)
+    memory_start = memory(config)
+    windows: list[Window] = []
+    for fault in FAULTS:
+        window = Window(fault, time.time(), drops_before=drops(config))
+        _say(
+            f"fault {len(windows) + 1}/{len(FAULTS)}: {fault.name}; so far "
+            f"{len(traffic.answers):,} requests, {sum(len(a.ids) for a in traffic.answers):,} rows"
+        )
+        window.did = fault.act(config, ctx)
+        window.acted = time.time()
+        # From the fault's blow (a kill) or the end of its injection (a stall, a restart).
+        origin = ctx.pop("fault_at", time.monotonic())
+        _serving_everywhere(config, None, 90, whole=True)  # or gives up after 90 s
+        window.recovered_seconds = time.monotonic() - origin
+        _say(f"  {window.did}; recovered in {window.recovered_seconds:.1f} s")
+        time.sleep(max(2.0, window.started + slot - time.time()))
+        window.drops_after = drops(config)
+        windows.append(window)
+    for before, after in itertools.pairwise(windows):
+        before.ended = after.started
+    windows[-1].ended = time.time()
+    _say("faults done; traffic goes on until every alert has resolved (at most 90 s)")
+    at_least, at_most = time.monotonic() + 10, time.monotonic() + 90
+    while time.monotonic() < at_most and (time.monotonic() < at_least or alerts.seen):
+        time.sleep(1)
+    traffic.finish()
+    labeler.finish()
+    memory_end = memory(config)
+    alerts.finish()
+    _say("traffic stopped; waiting for every replica's log to be written")
+    drained = _drain(config)
+    return _report(
+        config, ctx, traffic, labeler, alerts, windows, memory_start, memory_end, drained
+    )
+
+
+def _drain(config: StackConfig, limit: float = 120) -> bool:
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        states = [_ready(config.replica_url(n)) for n in REPLICAS]
+        if all(s and s["prediction_log"].get("buffered_bytes", 0) == 0 for s in states):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _logged_ids(config: StackConfig) -> set[str]:
+    return {r[0] for r in _sql(config, "SELECT prediction_id FROM predictions")}
+
+
+def _notifications(config: StackConfig) -> list[dict[str, Any]]:
+    """What the receiver got from Alertmanager: each alert's status and when it arrived."""
+    path = config.root / "alerts.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        entry = json.loads(line)
+        if entry["path"] != "/alerts":
+            continue
+        for alert in entry["body"].get("alerts", []):
+            out.append(
+                {
+                    "alert": alert["labels"]["alertname"],
+                    "status": alert["status"],
+                    "received": entry["received"],
+                }
+            )
+    return out
+
+
+def _window_figures(
+    w: Window,
+    answers: list[Answer],
+    label_requests: list[tuple[float, int, int | None]],
+    logged: set[str],
+    alerts: list[dict[str, Any]],
+    notified: list[dict[str, Any]],
+    scrape: float,
+) -> dict[str, Any]:
+    mine = [a for a in answers if w.started <= a.at < w.ended]
+    answered = [pid for a in mine if a.status == 200 for pid in a.ids]
+    fired = [
+        {
+            "alert": e["alert"],
+            "on": e["on"],
+            "firing_after_s": round(e["firing"] - w.started, 1) if "firing" in e else None,
+            "resolved_after_s": round(e["resolved"] - w.started, 1) if "resolved" in e else None,
+        }
+        for e in alerts
+        if w.started <= e.get("firing", e["pending"]) < w.ended
+    ]
+    expected_in_time = all(
+        any(f["alert"] == name and (f["firing_after_s"] or 1e9) <= 2 * scrape for f in fired)
+        for name in w.fault.expected_alerts
+    )
+    expected_resolved = all(
+        any(f["alert"] == name and f["resolved_after_s"] is not None for f in fired)
+        for name in w.fault.expected_alerts
+    )
+    labels = [r for r in label_requests if w.started <= r[0] < w.ended]
+    fives = [a for a in mine if a.status is not None and a.status >= 500]
+    return {
+        "fault": w.fault.name,
+        "did": w.did,
+        "window_s": round(w.ended - w.started, 1),
+        "requests": len(mine),
+        "2xx": sum(1 for a in mine if a.status is not None and 200 <= a.status < 300),
+        "4xx": sum(1 for a in mine if a.status is not None and 400 <= a.status < 500),
+        "5xx": len(fives),
+        "5xx_at_s": [round(a.at - w.started, 1) for a in fives],
+        "connection_errors": sum(1 for a in mine if a.status is None),
+        "rows_answered": len(answered),
+        "rows_logged": sum(1 for pid in answered if pid in logged),
+        "rows_dropped_counted": {
+            k: v - w.drops_before.get(k, 0)
+            for k, v in w.drops_after.items()
+            if v - w.drops_before.get(k, 0)
+        },
+        "alerts_expected": list(w.fault.expected_alerts),
+        "alerts": fired,
+        "alertmanager": [
+            {**n, "after_s": round(n["received"] - w.started, 1)}
+            for n in notified
+            if w.started <= n["received"] < w.ended
+        ],
+        "expected_alerts_in_time": expected_in_time,
+        "expected_alerts_resolved": expected_resolved,
+        "feedback": {
+            "requests": len(labels),
+            "labels": sum(n for _, n, _ in labels),
+            "statuses": {
+                str(status): sum(1 for _, _, s in labels if s == status)
+                for status in sorted({s for _, _, s in labels}, key=str)
+            },
+        },
+        "recovered_s": round(w.recovered_seconds, 1),
+    }
+
+
+def _report(
+    config: StackConfig,
+    ctx: dict[str, Any],
+    traffic: Traffic,
+    labeler: Labeler,
+    alerts: Alerts,
+    windows: list[Window],
+    memory_start: dict[str, float],
+    memory_end: dict[str, float],
+    drained: bool,
+) -> dict[str, Any]:
+    logged = _logged_ids(config)
+    answers = traffic.answers
+    scrape = scrape_seconds()
+    notified = _notifications(config)
+    faults = [
+        {
+            **_window_figures(w, answers, labeler.requests, logged, alerts.all(), notified, scrape),
+            "agent": monitor_runs(config, w.started, w.ended)
+            + agent_events(config, w.started, w.ended),
+        }
+        for w in windows
+    ]
+    answered = [pid for a in answers if a.status == 200 for pid in a.ids]
+    dropped = drops(config)
+    silent = len(answered) - sum(1 for pid in answered if pid in logged) - sum(dropped.values())
+    registered = {r[0] for r in _sql(config, "SELECT version FROM model_versions")}
+    served = {a.version for a in answers if a.version}
+    flat = {
+        key: round(memory_end[key] / start - 1, 3)
+        for key, start in memory_start.items()
+        if key in memory_end and start > 0
+    }
+    invariants = {
+        "rows answered = rows logged + rows dropped and counted (nothing lost silently)": silent
+        <= 0,
+        "every answer came from a registered version": served <= registered,
+        "the broken model was never served": ctx["broken"] not in served,
+        "every request was answered or refused (no answer lost in the log's drain)": drained,
+    }
+    goals = {
+        "0 rows lost silently": silent <= 0,
+        "0 5xx outside a fault's own window": all(f["5xx"] == 0 for f in faults)
+        or all(not f["5xx_at_s"] or max(f["5xx_at_s"]) <= f["recovered_s"] + 5 for f in faults),
+        "each fault's alert fires within 2 scrape intervals": all(
+            f["expected_alerts_in_time"] for f in faults
+        ),
+        "each fault's alert resolves after recovery": all(
+            f["expected_alerts_resolved"] for f in faults
+        ),
+        "the broken promoted model is never served": ctx["broken"] not in served,
+        f"every replica serves the champion again within {RECOVERY_GOAL:.0f} s": all(
+            f["recovered_s"] <= RECOVERY_GOAL for f in faults
+        ),
+        "memory flat: each process within 10% of its RSS after warm-up": all(
+            abs(v) <= MEMORY_GOAL for v in flat.values()
+        ),
+    }
+    return {
+        "minutes": round((windows[-1].ended - windows[0].started) / 60 + 0.5, 1),
+        "rate_rps": RATE,
+        "scrape_interval_s": scrape,
+        "faults": faults,
+        "totals": {
+            "requests": len(answers),
+            "rows_answered": len(answered),
+            "rows_logged": sum(1 for pid in answered if pid in logged),
+            "rows_dropped_counted": dropped,
+            "rows_lost_silently": max(silent, 0),
+            "labels_sent": labeler.sent,
+            "labels_taken": labeler.stored,
+            "labels_failed": labeler.failed,
+            "versions_served": sorted(served),
+            "champion": ctx["champion"],
+            "broken": ctx["broken"],
+            "challenger": ctx["challenger"],
+        },
+        "memory_mib": {"after_warmup": memory_start, "end": memory_end, "change": flat},
+        "invariants": invariants,
+        "goals": goals,
+    }
+
+
+def _alert_cells(fault: dict[str, Any]) -> str:
+    """Each alert of a fault's window once: when it first fired and last resolved (seconds after
+    the fault began); the expected ones marked, and those that never came."""
+    cells = []
+    names = dict.fromkeys([*fault["alerts_expected"], *(a["alert"] for a in fault["alerts"])])
+    for name in names:
+        mine = [a for a in fault["alerts"] if a["alert"] == name]
+        firing = [a["firing_after_s"] for a in mine if a["firing_after_s"] is not None]
+        resolved = [a["resolved_after_s"] for a in mine if a["resolved_after_s"] is not None]
+        if not firing and name not in fault["alerts_expected"]:
+            continue  # pending only, never fired
+        when = f"fired {min(firing):g} s" if firing else "never fired"
+        if firing:
+            when += f", resolved {max(resolved):g} s" if resolved else ", not resolved"
+        cells.append(f"{'**' + name + '**' if name in fault['alerts_expected'] else name} {when}")
+    return "; ".join(cells) or "-"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    head = (
+        "| fault | requests: 2xx / 4xx / 5xx / conn. errors | rows answered / logged / "
+        "dropped and counted | labels taken (5xx) | alerts (**expected**), after the fault "
+        "began | agent and registry | recovered |\n"
+        "|---|---|---|---|---|---|---:|\n"
+    )
+    rows = []
+    for f in report["faults"]:
+        dropped = ", ".join(f"{k} {v:,}" for k, v in f["rows_dropped_counted"].items()) or "0"
+        agent = "; ".join(f["agent"][-2:]) or "-"
+        feedback = f["feedback"]
+        fives = sum(n for status, n in feedback["statuses"].items() if status.startswith("5"))
+        rows.append(
+            f"| {f['fault']} | {f['requests']:,}: {f['2xx']:,} / {f['4xx']:,} / {f['5xx']} / "
+            f"{f['connection_errors']} | {f['rows_answered']:,} / {f['rows_logged']:,} / "
+            f"{dropped} | {feedback['labels']:,} ({fives}) | {_alert_cells(f)} | "
+            f"{agent[:160]} | {f['recovered_s']} s |"
+        )
+    totals = report["totals"]
+    lines = [
+        f"Soak of {report['minutes']} minutes, {report['rate_rps']:.0f} requests/s offered "
+        f"(5% invalid, 15% batches of {BATCH_ROWS} rows), scrape every "
+        f"{report['scrape_interval_s']:g} s.",
+        "",
+        head + "\n".join(rows),
+        "",
+        f"Whole run: {totals['requests']:,} requests, {totals['rows_answered']:,} rows answered, "
+        f"{totals['rows_logged']:,} logged, {sum(totals['rows_dropped_counted'].values()):,} "
+        f"dropped and counted, **{totals['rows_lost_silently']:,} lost silently**; labels "
+        f"{totals['labels_taken']:,} of {totals['labels_sent']:,} taken.",
+        "",
+        *[f"- {'met   ' if ok else 'MISSED'} {goal}" for goal, ok in report["goals"].items()],
+        *[
+            f"- invariant {'held' if ok else 'FAILED'}: {i}"
+            for i, ok in report["invariants"].items()
+        ],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    from src.fileio import write_text_atomic
+
+    minutes = float(os.environ.get("SOAK_MINUTES", "10"))
+    if minutes <= 0:
+        raise SystemExit(f"soak: SOAK_MINUTES must be positive, got {minutes:g}")
+    config = StackConfig.from_env()
+    started_here = not config.state().get("processes")
+    if started_here:  # the soak's own stack, stopped again at the end
+        _say("the stack is down: bringing it up (python -m ops.stack up)")
+        try:
+            up(config)
+        except BaseException:
+            down(config)
+            raise
+    try:
+        wait_ready(config.lb_url + "/ready")
+        report = run_soak(config, minutes)
+    finally:
+        if started_here:
+            down(config)
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(OUT / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(OUT / "report.md", markdown(report))
+    print(markdown(report))
+    failed = [name for name, ok in report["invariants"].items() if not ok]
+    for name in failed:
+        print(f"soak: invariant FAILED: {name}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
