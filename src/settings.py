@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Engine = Literal["lleaves", "booster", "pipeline"]
@@ -17,8 +17,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    # Set: serve this artifact folder, as it is (the registry is not read). Unset: serve the
-    # registry's champion, and follow it when it changes.
+    # Set: serve this artifact folder, as it is (the registry is not read). Unset or empty (a
+    # container cannot unset its image's ARTIFACTS_DIR): serve the registry's champion, and
+    # follow it when it changes.
     artifacts_dir: Path | None = Field(None, alias="ARTIFACTS_DIR")
     # The registry lives beside the log: its tables in the log's database, its sets in this
     # folder (default: PREDICTION_LOG_DIR/registry; a shared folder for many replicas).
@@ -98,6 +99,11 @@ class Settings(BaseSettings):
     event_time_max_age_days: int = Field(30, ge=1, alias="EVENT_TIME_MAX_AGE_DAYS")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_requests: bool = Field(True, alias="LOG_REQUESTS")
+
+    @field_validator("artifacts_dir", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @property
     def registry_url(self) -> str:
