@@ -971,8 +971,8 @@ def _alert_cells(fault: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     head = (
         "| fault | requests: 2xx / 4xx / 5xx / conn. errors | rows answered / logged / "
-        "dropped and counted | labels taken (label requests answered 5xx, then tried again) | alerts (**expected**), after the fault "
-        "began | agent and registry | recovered |\n"
+        "dropped and counted | labels taken (label requests answered 5xx, then tried again) | "
+        "alerts (**expected**), after the fault began | agent and registry | recovered |\n"
         "|---|---|---|---|---|---|---:|\n"
     )
     rows = []
