@@ -162,3 +162,15 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def wrk_script(work: Path, name: str, body: bytes) -> Path:
+    """A wrk Lua script that POSTs `body` as JSON (the body kept in a file beside it)."""
+    data = work / f"{name}.json"
+    data.write_bytes(body)
+    script = work / f"{name}.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{data}"); wrk.body = f:read("*a"); f:close()\n'
+    )
+    return script

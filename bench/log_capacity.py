@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import create_engine, text
 
-from bench.common import Uvicorn, percentile, process_tree, rss_mib, table
+from bench.common import Uvicorn, percentile, process_tree, rss_mib, table, wrk_script
 from bench.serving import wrk
-from bench.workers import _script
 from src.artifacts import load_bundle
 from src.data import load_dataset
 from src.loop.handoff import Served, column_layout
@@ -230,7 +229,7 @@ def run(artifacts: Path) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-log-"))
     frame = load_dataset(ROOT / "data" / "adult_synth.csv").features.head(1000)
     body = frame[list(FEATURES)].to_json(orient="records").encode()
-    script = _script(work, "batch", body)
+    script = wrk_script(work, "batch", body)
     urls = {"SQLite": f"sqlite:///{work / 'alone.db'}", "PostgreSQL": fresh_postgres()}
     alone = {
         name: (round(writer_alone(url, body, artifacts)) if url else None)

@@ -28,9 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import Uvicorn, cpu_seconds, median, process_tree, rss_mib, table
+from bench.common import Uvicorn, cpu_seconds, median, process_tree, rss_mib, table, wrk_script
 from bench.log_capacity import fresh_postgres
-from bench.workers import _script
 from src.data import load_dataset
 from src.loop.tables import PREDICTION_COLUMNS, make_engine
 from src.schema import FEATURES
@@ -206,10 +205,10 @@ def _cpu(pid: int, postgres: list[int]) -> dict[str, float]:
 def run(artifacts: Path, *, rounds: int = ROUNDS, seconds: int = SECONDS) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-log-cost-"))
     frame = load_dataset(ROOT / "data" / "adult_synth.csv").features
-    batch = _script(
+    batch = wrk_script(
         work, "batch", frame.head(1000)[list(FEATURES)].to_json(orient="records").encode()
     )
-    single = _script(
+    single = wrk_script(
         work, "single", frame.head(1)[list(FEATURES)].to_json(orient="records").encode()
     )
     logs = {

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import table
-from src.mitigation import CANDIDATES
+from src.choices import CANDIDATES
 from src.mitigation_table import SLOW_FACTOR, compare
 
 
