@@ -111,7 +111,7 @@ def _generate(engine: Any, rows: int, first_hour: int, hours: int, seed_key: int
 
 
 _OPERATION = """
-import json, resource, sys, time
+import json, sys, time
 from datetime import UTC, datetime, timedelta
 sys.path.insert(0, {root!r})
 from src.loop.tables import make_engine
@@ -123,8 +123,11 @@ engine = make_engine({url!r})
 references = fit_reference(load_dataset({root!r} + "/data/adult_ref_sample.csv").features)
 started = time.perf_counter()
 {body}
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so it would read the bench's own
+# peak (the parent's RSS at fork) instead of this process's.
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({{"seconds": time.perf_counter() - started,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mib": int(hwm.split()[1]) / 1024}}))
 """
 
 _REFRESH = (
