@@ -69,6 +69,13 @@ def process_identity(pid: int) -> str:
     return f"{pid}-{_start_time(pid)}"
 
 
+def _running(pid: int) -> bool:
+    """Alive: not gone, and not a zombie (dead, waiting for its parent to reap it; uvicorn's
+    supervisor may take seconds to get there)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
 def identity_alive(identity: str) -> bool:
     """The process named by `process_identity` still runs (a zombie, dead but not yet reaped by
     its parent, does not)."""
@@ -209,15 +216,20 @@ def collect(folder: str | Path) -> bytes:
 
 
 def forget_the_dead(folder: str | Path) -> int:
-    """Processes of this run that are gone (a worker the supervisor replaced): their gauges stop
+    """Processes of this run that are gone (a worker killed or crashed): their gauges stop
     counting. Their counters stay, as counters should. Returns how many processes were found
-    dead (a worker that exits cleanly removes its own gauges: see `forget_me`)."""
+    dead (a worker that exits cleanly removes its own gauges: see `forget_me`). Every worker
+    looks, often, so a death is seen within a second whether or not the supervisor has started
+    a replacement yet; under a lock, so each death is counted by one worker only."""
+    folder = Path(folder)
     dead = set()
-    for gauge in Path(folder).glob("gauge_*.db"):
-        pid = gauge.stem.rsplit("_", 1)[-1].split("x")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            gauge.unlink(missing_ok=True)
-            dead.add(pid)
+    with open(folder / ".reaper.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for gauge in folder.glob("gauge_*.db"):
+            pid = gauge.stem.rsplit("_", 1)[-1].split("x")[0]
+            if pid.isdigit() and not _running(int(pid)):
+                gauge.unlink(missing_ok=True)
+                dead.add(pid)
     return len(dead)
 
 

@@ -213,3 +213,49 @@ def test_labels_sent_while_the_database_is_gone_get_a_503_to_retry(
     assert refused.value.headers["Retry-After"] == "5"
     assert "retry later" in json.loads(refused.value.read())["detail"]
     assert len(answered) == len(rows)
+
+
+def test_a_dead_worker_is_counted_by_its_sibling_before_it_is_replaced(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    # uvicorn's supervisor is stopped, so the killed worker stays a zombie and nobody replaces
+    # it (the supervisor can take seconds to get there: it pings each live worker first). The
+    # surviving worker counts the death within a second or two; the replacement that comes
+    # once the supervisor runs again does not count it a second time.
+    server = Server(
+        artifacts_dir,
+        uvicorn_args=("--workers", "2", "--no-access-log"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'predictions.db'}",
+        LOG_REQUESTS="false",
+    )
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 60
+        while len(_writers(server)) < 2:
+            assert time.monotonic() < deadline, "the second worker never started"
+            time.sleep(0.2)
+        victim = _workers(server)[0]
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            killed = time.monotonic()
+            while _scraped(server.url, "service_workers_replaced_total") < 1:
+                assert time.monotonic() - killed < 10, "the sibling never counted the death"
+                time.sleep(0.1)
+            found_after = time.monotonic() - killed
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while victim in _workers(server) or len(_writers(server)) < 2:
+            assert time.monotonic() < deadline, "no replacement was started"
+            time.sleep(0.2)
+        server.wait_ready()
+        time.sleep(1.5)  # the replacement has looked by now
+        replaced = _scraped(server.url, "service_workers_replaced_total")
+        code, output = server.stop()
+    except BaseException:
+        server.kill()
+        raise
+    assert found_after < 3
+    assert replaced == 1
+    assert code == 0, output

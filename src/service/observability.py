@@ -133,8 +133,8 @@ class ServiceMetrics:
         )
         self.workers_replaced = Counter(
             "service_workers_replaced",
-            "Workers of this server found dead (killed, crashed) by the worker started in "
-            "their place.",
+            "Workers of this server found dead (killed, crashed), by a sibling within a "
+            "second or by the worker started in their place; each death counted once.",
             registry=self.registry,
         )
         self.log_buffered = Gauge(
@@ -157,7 +157,11 @@ class ServiceMetrics:
         forget_me(self.files)
 
     def export(self) -> None:
-        """This worker's numbers into the run's folder, where a scrape adds up all workers."""
+        """This worker's numbers into the run's folder, where a scrape adds up all workers; a
+        sibling that died is counted here, not only by its replacement (which uvicorn's
+        supervisor may start seconds later)."""
+        if self.files.folder is not None:
+            self.workers_replaced.inc(forget_the_dead(self.files.folder))
         export(self.registry, self.files)
 
     def drop(self, rows: int, reason: str) -> None:
