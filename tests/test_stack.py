@@ -48,6 +48,8 @@ def test_compose_mounts_the_files_the_process_stack_reads() -> None:
     for service in _compose()["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
+            if source == "../artifacts":  # what `make train` writes: absent in a fresh clone
+                continue
             if source.startswith("."):
                 assert (DEPLOY / source).exists(), f"compose mounts {source}, which is missing"
     mounted = {
