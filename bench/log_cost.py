@@ -16,20 +16,18 @@ full load; single rows at c=16 >= 90%; peak RSS within 100 MB of log off.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 from bench.common import Uvicorn, cpu_seconds, median, process_tree, rss_mib, table, wrk_script
-from bench.log_capacity import fresh_postgres
+from bench.log_capacity import _buffered, _metric, fresh_postgres
 from src.data import load_dataset
 from src.loop.tables import PREDICTION_COLUMNS, make_engine
 from src.schema import FEATURES
@@ -57,17 +55,6 @@ def _wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str,
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "p50_ms": round(float(p50.group(1)) * scale, 2) if p50 else float("nan"),
     }
-
-
-def _metric(url: str, prefix: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        lines = response.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
-
-
-def _buffered(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/ready", timeout=10) as response:
-        return json.loads(response.read())["prediction_log"].get("buffered_bytes", 0)
 
 
 def _logged_rows(url: str) -> int:

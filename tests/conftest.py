@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import configuration as hypothesis_configuration
+from sqlalchemy import create_engine, text
 
 from src.settings import Settings
 from src.threads import configure_openmp
@@ -88,3 +90,40 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     outcome = yield
     if report.when == "call" and report.passed and getattr(report, "_schemathesis_subtest", False):
         outcome.force_result(("", "", ""))
+
+
+# --- the log's databases: SQLite, and PostgreSQL where one runs ----------------------------------
+
+POSTGRES_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _postgres_database() -> Iterator[str]:
+    try:
+        admin = create_engine(
+            POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+        )
+        with admin.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:
+        reason = f"no PostgreSQL at {POSTGRES_URL!r} ({type(exc).__name__})"
+        pytest.skip(f"{reason}; scripts/start_postgres.sh starts one")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty log database of each kind (PostgreSQL: its own database, dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'predictions.db'}"
+    else:
+        yield from _postgres_database()

@@ -38,7 +38,6 @@ from src.registry.core import Registry
 from src.service.factory import create_app
 from src.settings import Settings
 from tests.conftest import DATA, ROOT
-from tests.test_prediction_log import _postgres_database
 
 TOKEN = "acting-test-token"  # noqa: S105 - a test token
 CLOSED = "postgresql+psycopg://postgres@127.0.0.1:9/nothing"  # discard port: nothing listens
@@ -286,14 +285,6 @@ def test_registering_a_corrupt_set_is_bad_input(tmp_path: Path, artifacts_dir: P
 
 
 # --- migrations go both ways ---------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.db'}"
-    else:
-        yield from _postgres_database()
 
 
 def _count(engine: Any, table: Any) -> int:

@@ -13,7 +13,6 @@ import sqlite3
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,17 +45,9 @@ from src.predictor import Predictor
 from src.service.factory import create_app
 from src.settings import Settings
 from tests.test_inference import Server
-from tests.test_prediction_log import _postgres_database, _scraped
+from tests.test_prediction_log import _scraped
 
 T0 = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'predictions.db'}"
-    else:
-        yield from _postgres_database()
 
 
 @pytest.fixture(scope="module")

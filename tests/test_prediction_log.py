@@ -8,14 +8,11 @@ skip, saying why, where no server answers.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from src import agent_monitor, monitor_window
@@ -46,9 +43,6 @@ from src.settings import Settings
 from tests.conftest import DATA
 from tests.test_inference import Server, http
 
-POSTGRES_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 # The newest migration's revision id, as its file declares it (ids need not be the file's prefix).
 HEAD = re.search(
@@ -58,35 +52,6 @@ HEAD = re.search(
     ].read_text(),
     re.MULTILINE,
 ).group(1)
-
-
-def _postgres_database() -> Iterator[str]:
-    try:
-        admin = create_engine(
-            POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-        )
-        with admin.connect() as connection:
-            connection.execute(text("select 1"))
-    except Exception as exc:
-        reason = f"no PostgreSQL at {POSTGRES_URL!r} ({type(exc).__name__})"
-        pytest.skip(f"{reason}; scripts/start_postgres.sh starts one")
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'predictions.db'}"
-    else:
-        yield from _postgres_database()
 
 
 def _count(engine: Engine, table: Any) -> int:

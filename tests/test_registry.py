@@ -38,9 +38,8 @@ from src.service.factory import create_app
 from src.service.state import StoreBuilds, load_predictor
 from src.settings import Settings
 from src.training import carve_holdout, train
-from tests.conftest import DATA, ROOT
+from tests.conftest import DATA, ROOT, _postgres_database
 from tests.test_inference import Server, http
-from tests.test_prediction_log import _postgres_database
 
 
 @pytest.fixture(scope="module")

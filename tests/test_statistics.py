@@ -38,8 +38,7 @@ from src.monitor_window import load_references
 from src.schema import FEATURES, SENSITIVE
 from src.service.factory import create_app
 from src.settings import Settings
-from tests.conftest import DATA
-from tests.test_prediction_log import _postgres_database
+from tests.conftest import DATA, _postgres_database
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=10)

@@ -22,17 +22,10 @@ from sqlalchemy import create_engine, text
 from src.loop.progress import LEDGER, WORKER_DIED
 from src.service.state import ledger_dir
 from src.settings import Settings
+from tests.conftest import _postgres_database
 from tests.test_inference import Server
 from tests.test_log_handoff import _logged, _post
-from tests.test_prediction_log import TOKEN, _postgres_database, _scraped
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'predictions.db'}"
-    else:
-        yield from _postgres_database()
+from tests.test_prediction_log import TOKEN, _scraped
 
 
 def _descendants(pid: int) -> list[int]:

@@ -148,9 +148,8 @@ class ServiceMetrics:
         self.files = MetricFiles(None)  # attached to the run's folder in the lifespan
 
     def attach(self, folder: Path) -> None:
-        self.workers_replaced.inc(forget_the_dead(folder))
         self.files = MetricFiles(folder)
-        self.export()  # at once: a replaced worker is seen before the model has loaded
+        self.export()  # at once: a dead sibling is counted before the model has loaded
 
     def detach(self) -> None:
         """At a clean exit: this worker's gauges go (only a worker that died leaves some)."""
