@@ -22,8 +22,14 @@ HOUR = "CAST(FLOOR(date_part('epoch', ts) / 3600) AS BIGINT)"
 TABLES = ("predictions", "requests")
 
 
+def _postgresql_14() -> bool:
+    """Statistics on an expression came with PostgreSQL 14; an older server plans as before."""
+    dialect = op.get_bind().dialect
+    return dialect.name == "postgresql" and dialect.server_version_info >= (14,)
+
+
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    if not _postgresql_14():
         return
     for table in TABLES:
         op.execute(f"CREATE STATISTICS {table}_hour ON ({HOUR}) FROM {table}")
@@ -31,7 +37,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    if not _postgresql_14():
         return
     for table in TABLES:
         op.execute(f"DROP STATISTICS IF EXISTS {table}_hour")
