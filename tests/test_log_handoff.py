@@ -211,7 +211,7 @@ def test_backpressure_waits_for_room_and_counts_a_wait_that_times_out(tmp_path: 
 
     room, waited = asyncio.run(wait_then_record(None))
     assert not room
-    assert 0.2 <= waited < 1.0
+    assert 0.2 <= waited < 5.0  # bounded by max_wait, with room for a busy machine
     assert dropped == [(100, "backpressure_timeout")]
     log.max_wait = 5.0
     room, waited = asyncio.run(wait_then_record(0.05))
