@@ -252,3 +252,23 @@ def test_a_dead_worker_is_counted_by_its_sibling_before_it_is_replaced(
     assert found_after < 3
     assert replaced == 1
     assert code == 0, output
+
+
+def test_two_logs_in_one_process_keep_their_own_ledgers(tmp_path: Path) -> None:
+    # An app created twice in one process (a test client beside another, an embedding
+    # application) once opened the same ledger file, named after the process alone, and
+    # truncated the first log's counters: its shutdown then counted -40 rows as dropped.
+    from src.loop.progress import Progress, settle_dead
+
+    first = Progress(ledger=tmp_path)
+    first.add("shipped_rows", 40)
+    first.add("answered_rows", 40)
+    second = Progress(ledger=tmp_path)
+    second.add("done_rows", 7)
+    assert first.path != second.path
+    assert (first["shipped_rows"], first["done_rows"]) == (40, 0)
+    assert (second["shipped_rows"], second["done_rows"]) == (0, 7)
+    # Both belong to a live process: nothing is settled as if its worker had died.
+    assert settle_dead(tmp_path, lambda drops: True) == {}
+    second.close()
+    first.close()

@@ -16,6 +16,7 @@ answered row is logged or counted, never lost silently.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import os
 import struct
@@ -42,19 +43,23 @@ _SLOT = {name: i for i, name in enumerate(NAMES)}
 _SIZE = 8 * len(NAMES)
 LEDGER = ".ledger"
 WORKER_DIED = "worker_died"
+# A process may open more than one log (an app created twice, a test client beside another):
+# each gets a ledger of its own, "<pid>-<start>.<n>.ledger", never another's counters.
+_LEDGERS_OPENED = itertools.count()
 
 
 class Progress:
     def __init__(self, fd: int | None = None, *, ledger: Path | None = None) -> None:
         """`fd`: the writer's side, inherited. Else a new one: in memory, or a ledger file in
-        `ledger` (a folder), named after this process."""
+        `ledger` (a folder), named after this process and this log."""
         self.path: Path | None = None
         if fd is None:
             if ledger is None:
                 fd = os.memfd_create("prediction-log-progress")
             else:
                 ledger.mkdir(parents=True, exist_ok=True)
-                self.path = ledger / f"{process_identity(os.getpid())}{LEDGER}"
+                name = f"{process_identity(os.getpid())}.{next(_LEDGERS_OPENED)}{LEDGER}"
+                self.path = ledger / name
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             os.ftruncate(fd, _SIZE)
         self.fd = fd  # inherited by the writer process
@@ -119,7 +124,7 @@ def settle_dead(
                 path.rename(path.with_name(ledger))
     mine = process_identity(os.getpid())
     for path in folder.glob(f"*{LEDGER}"):
-        if identity_alive(path.name.removesuffix(LEDGER)):
+        if identity_alive(path.name.partition(".")[0]):  # its worker still runs
             continue
         values = _read(path)
         get = dict(zip(NAMES, values, strict=True))
