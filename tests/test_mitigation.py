@@ -172,7 +172,10 @@ def test_serving_a_mitigated_model_matches_its_pickles(
         {k: (None if pd.isna(v) else v) for k, v in r.items()}
         for r in rows[list(FEATURES)].head(500).to_dict(orient="records")
     ]
-    predictor = Predictor(bundle, engine="lleaves")
+    # The mitigation changes the fast path's encoding (blanked inputs), not how trees run: the
+    # booster runs them here, and the compiled engine is held to the booster on every load's
+    # self-check and on every validation row in test_predictor (a compile costs ~20 s here).
+    predictor = Predictor(bundle, engine="booster")
     validated = predictor.adapter.validate_python(records)
     served = predictor.predict_rows(validated)
     np.testing.assert_allclose(served, predictor.pipeline_probabilities(validated), atol=1e-9)

@@ -25,7 +25,12 @@ from tests.conftest import DATA
 @pytest.fixture(scope="module")
 def predictors(artifacts_dir: Path) -> dict[str, Predictor]:
     bundle = load_bundle(artifacts_dir)
-    return {engine: Predictor(bundle, engine=engine) for engine in ("lleaves", "booster")}
+    # The trees kept in the folder, as the service keeps them: the session's servers and this
+    # module compile them once between them (about 25 s each time on 2 cores).
+    builds = FolderBuilds(artifacts_dir, bundle.version)
+    return {
+        engine: Predictor(bundle, engine=engine, builds=builds) for engine in ("lleaves", "booster")
+    }
 
 
 @pytest.fixture(scope="module")
