@@ -69,19 +69,17 @@ def process_identity(pid: int) -> str:
     return f"{pid}-{_start_time(pid)}"
 
 
-def _running(pid: int) -> bool:
-    """Alive: not gone, and not a zombie (dead, waiting for its parent to reap it; uvicorn's
-    supervisor may take seconds to get there)."""
-    fields = _stat(pid)
+def _running(fields: list[str]) -> bool:
+    """`_stat`'s fields of a process that runs: not gone, and not a zombie (dead, waiting for
+    its parent to reap it; uvicorn's supervisor may take seconds to get there)."""
     return bool(fields) and fields[0] not in ("Z", "X")
 
 
 def identity_alive(identity: str) -> bool:
-    """The process named by `process_identity` still runs (a zombie, dead but not yet reaped by
-    its parent, does not)."""
+    """The process named by `process_identity` still runs."""
     pid, _, started = identity.partition("-")
     fields = _stat(int(pid)) if pid.isdigit() else []
-    return len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == started
+    return _running(fields) and len(fields) > 19 and fields[19] == started
 
 
 def metrics_dir(configured: str | None = None) -> Path:
@@ -227,7 +225,7 @@ def forget_the_dead(folder: str | Path) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for gauge in folder.glob("gauge_*.db"):
             pid = gauge.stem.rsplit("_", 1)[-1].split("x")[0]
-            if pid.isdigit() and not _running(int(pid)):
+            if pid.isdigit() and not _running(_stat(int(pid))):
                 gauge.unlink(missing_ok=True)
                 dead.add(pid)
     return len(dead)

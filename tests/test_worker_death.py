@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from src.loop.progress import LEDGER, WORKER_DIED
+from src.loop.progress import LEDGER, WORKER_DIED, Progress, settle_dead
 from src.service.state import ledger_dir
 from src.settings import Settings
 from tests.conftest import _postgres_database
@@ -258,8 +258,6 @@ def test_two_logs_in_one_process_keep_their_own_ledgers(tmp_path: Path) -> None:
     # An app created twice in one process (a test client beside another, an embedding
     # application) once opened the same ledger file, named after the process alone, and
     # truncated the first log's counters: its shutdown then counted -40 rows as dropped.
-    from src.loop.progress import Progress, settle_dead
-
     first = Progress(ledger=tmp_path)
     first.add("shipped_rows", 40)
     first.add("answered_rows", 40)
