@@ -174,3 +174,17 @@ def wrk_script(work: Path, name: str, body: bytes) -> Path:
         f'local f = io.open("{data}"); wrk.body = f:read("*a"); f:close()\n'
     )
     return script
+
+
+def census(path: str | Path, **options: Any) -> Any:
+    """A census table read by the Adult spec (the benches measure the default dataset)."""
+    from src.dataset.spec import adult_spec
+    from src.dataset.table import load_dataset
+
+    return load_dataset(path, adult_spec(), **options)
+
+
+def census_features() -> tuple[str, ...]:
+    from src.dataset.spec import adult_spec
+
+    return adult_spec().features

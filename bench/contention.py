@@ -30,8 +30,9 @@ TRAIN_GOAL, P99_GOAL = 2.5, 2.0
 SPIN = "while True: pass"
 AGENT_WAY = "beside a retraining the agent's way (lower priority, thread policy, 20 trials)"
 AGENT_RETRAIN = (
-    "import sys; from pathlib import Path; from src.threads import configure_openmp, politely; "
-    "configure_openmp(); from src.training import train; "
+    "import sys; from pathlib import Path; "
+    "from src.training.threads import configure_openmp, politely; "
+    "configure_openmp(); from src.training.train import train; "
     "politely(lambda: train(Path('data/adult_synth.csv'), Path(sys.argv[1]), trials=20))"
 )
 

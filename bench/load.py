@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import Uvicorn, cpu_seconds, rss_mib, table
-from src.data import load_dataset
-from src.schema import FEATURES
+from bench.common import Uvicorn, census_features, cpu_seconds, rss_mib, table
+from bench.common import census as load_dataset
+
+FEATURES = census_features()
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -27,18 +27,27 @@ from typing import Any
 import numpy as np
 from sqlalchemy import create_engine, text
 
-from bench.common import Uvicorn, percentile, process_tree, rss_mib, table, wrk_script
+from bench.common import (
+    Uvicorn,
+    census_features,
+    percentile,
+    process_tree,
+    rss_mib,
+    table,
+    wrk_script,
+)
+from bench.common import census as load_dataset
 from bench.serving import wrk
-from src.artifacts import load_bundle
-from src.data import load_dataset
 from src.loop.handoff import Served, column_layout
 from src.loop.ids import new_request_key
 from src.loop.inserts import BatchWriter
+from src.loop.metrics_files import CounterFile
 from src.loop.tables import make_engine, upgrade
-from src.multiprocess_metrics import CounterFile
-from src.predictor import Predictor
-from src.schema import FEATURES
+from src.model.artifacts import load_bundle
+from src.model.predictor import Predictor
 from src.service.body import parse_rows
+
+FEATURES = census_features()
 
 ROOT = Path(__file__).resolve().parent.parent
 STEADY = 40  # 1,000-row requests a second: 40k rows/s offered

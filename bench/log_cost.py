@@ -26,11 +26,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import Uvicorn, cpu_seconds, median, process_tree, rss_mib, table, wrk_script
+from bench.common import (
+    Uvicorn,
+    census_features,
+    cpu_seconds,
+    median,
+    process_tree,
+    rss_mib,
+    table,
+    wrk_script,
+)
+from bench.common import census as load_dataset
 from bench.log_capacity import _buffered, _metric, fresh_postgres
-from src.data import load_dataset
 from src.loop.tables import PREDICTION_COLUMNS, make_engine
-from src.schema import FEATURES
+
+FEATURES = census_features()
+
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 5  # the machine is shared: more rounds, a steadier median
@@ -362,8 +373,8 @@ def _insert_cost(url: str, shipments: list[list[tuple[Any, ...]]], text_copy: bo
     """CPU us per row of BatchWriter inserting shipments: this process, and PostgreSQL's backend."""
     from src.loop import inserts
     from src.loop.inserts import BatchWriter
+    from src.loop.metrics_files import CounterFile
     from src.loop.tables import upgrade
-    from src.multiprocess_metrics import CounterFile
 
     engine = make_engine(url)
     upgrade(engine)
@@ -401,12 +412,12 @@ def profile(artifacts: Path) -> dict[str, Any]:
     from datetime import UTC, datetime
     from multiprocessing.reduction import ForkingPickler
 
-    from src.artifacts import load_bundle
     from src.loop.handoff import Served, column_layout
     from src.loop.ids import new_request_key
     from src.loop.inserts import BatchWriter, _Block
-    from src.multiprocess_metrics import CounterFile
-    from src.predictor import Predictor
+    from src.loop.metrics_files import CounterFile
+    from src.model.artifacts import load_bundle
+    from src.model.predictor import Predictor
     from src.service.body import parse_rows
 
     frame = load_dataset(ROOT / "data" / "adult_synth.csv").features

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.common import table
 from src.choices import CANDIDATES
-from src.mitigation_table import SLOW_FACTOR, compare
+from src.training.candidates import SLOW_FACTOR, compare
 
 
 def run(artifacts: Path) -> dict[str, Any]:

@@ -117,10 +117,13 @@ sys.path.insert(0, {root!r})
 from src.loop.tables import make_engine
 from src.monitor_window import load_references
 from src.loop.statistics import refresh
-from src.drift import fit_reference
-from src.data import load_dataset
+from src.monitoring.drift import fit_reference
+from src.dataset.spec import adult_spec
+from src.dataset.table import load_dataset
 engine = make_engine({url!r})
-references = fit_reference(load_dataset({root!r} + "/data/adult_ref_sample.csv").features)
+spec = adult_spec()
+rows = load_dataset({root!r} + "/data/adult_ref_sample.csv", spec, lenient=True)
+references = fit_reference(spec, rows.features)
 started = time.perf_counter()
 {body}
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so it would read the bench's own

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Uvicorn, cpu_seconds, median, percentile, table
-from src.data import load_dataset
-from src.schema import FEATURES
+from bench.common import Uvicorn, census_features, cpu_seconds, median, percentile, table
+from bench.common import census as load_dataset
+
+FEATURES = census_features()
 
 ROOT = Path(__file__).resolve().parent.parent
 # The default deployment: lleaves + the prediction log (SQLite) on. The goals are judged on it.

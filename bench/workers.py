@@ -18,14 +18,16 @@ from typing import Any
 
 from bench.common import (
     Uvicorn,
+    census_features,
     cpu_seconds,
     median,
     process_tree,
     table,
     tree_cpu_seconds,
 )
-from src.data import load_dataset
-from src.schema import FEATURES
+from bench.common import census as load_dataset
+
+FEATURES = census_features()
 
 ROOT = Path(__file__).resolve().parent.parent
 

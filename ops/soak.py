@@ -610,8 +610,9 @@ def prepare_models(config: StackConfig) -> dict[str, str]:
 
 def load_rows() -> tuple[list[dict[str, Any]], list[int]]:
     """adult.test's rows as clients send them (never trained on), and their labels."""
-    from src.make_data import read_uci
     from src.schema import FEATURES, NUMERIC, TARGET
+
+    from src.dataset.adult import read_uci
 
     frame = read_uci(ROOT / "data" / "raw" / "adult.test").sample(5000, random_state=0)
     frame = frame[frame["workclass"] != "Never-worked"]  # a category the model never saw

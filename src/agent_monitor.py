@@ -89,7 +89,7 @@ def _first_line(exc: BaseException) -> str:
 def _execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, object]]:
     import tempfile
 
-    from src.threads import configure_openmp, politely
+    from src.training.threads import configure_openmp, politely
 
     configure_openmp()  # before LightGBM loads (a retraining imports it)
     from src.agent.executor import Executor
@@ -110,6 +110,7 @@ def _execute(plan: AgentPlan, data: Path, *, force: bool) -> list[dict[str, obje
                     data,
                     registry.engine,
                     Path(work),
+                    spec=registry.champion_spec(),
                     hours=settings.retrain_traffic_hours,
                     trials=settings.retrain_trials,
                     params=registry.champion_hyperparameters(),

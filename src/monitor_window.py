@@ -61,23 +61,27 @@ if __name__ == "__main__":  # parse first, import after: --help and a missing fi
 
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from src.artifacts import DRIFT_REFERENCE_FILE, REFERENCE_FILE
-from src.data import load_dataset
-from src.drift import FeatureReference, fit_reference, references_from_json
+from src.dataset.table import load_dataset
 from src.errors import DataError
 from src.fileio import dumps_json, run_cli, write_text_atomic
 from src.loop.labels import purge_unmatched
 from src.loop.statistics import refresh
 from src.loop.tables import make_engine, upgrade
 from src.loop.windows import add_coverage, coverage_line, drift_report, hourly_points
+from src.model.artifacts import DRIFT_REFERENCE_FILE, REFERENCE_FILE, SPEC_FILE
+from src.monitoring.drift import FeatureReference, fit_reference, references_from_json
 
 
 def load_references(folder: Path) -> dict[str, FeatureReference]:
     """The bins stored with the model; sets trained before they were stored: fitted again."""
+    from src.dataset.spec import load_spec
+
     stored = folder / DRIFT_REFERENCE_FILE
     if stored.is_file():
         return references_from_json(stored.read_text())
-    return fit_reference(load_dataset(folder / REFERENCE_FILE, require_target=False).features)
+    spec = load_spec(folder / SPEC_FILE if (folder / SPEC_FILE).is_file() else None)
+    rows = load_dataset(folder / REFERENCE_FILE, spec, require_target=False, lenient=True)
+    return fit_reference(spec, rows.features)
 
 
 def _judge(

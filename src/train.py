@@ -1,9 +1,10 @@
-"""python -m src.train --data data/adult_synth.csv --outdir artifacts/
+"""python -m src.train --data data/adult_synth.csv --outdir artifacts/ [--spec SPEC]
 
-Reproducible training (src/training.py): the holdout left out by row identity, a seeded split, a
-randomized search by cross validation, the final fit, metrics, fairness, the artifact set (all
-or nothing), then registration in the model registry. Exit codes: 0 done; 1 --strict and under
-the bar; 2 bad input; 3 the registry's database unreachable; 130 interrupted.
+Reproducible training (src/training/) on a table and its dataset spec (the Adult census spec
+without --spec): the holdout left out by row identity, a seeded split, a randomized search by
+cross validation, the final fit, metrics, fairness, the card, the artifact set (all or nothing),
+then registration in the model registry. Exit codes: 0 done; 1 --strict and under the bar; 2 bad
+input; 3 the registry's database unreachable; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=Path("data/adult_synth.csv"),
-        help="census CSV with income_gt_50k (0/1) or income (<=50K/>50K)",
+        help="the table (CSV or Parquet) with the spec's columns and label",
+    )
+    parser.add_argument(
+        "--spec",
+        type=Path,
+        default=None,
+        help="the dataset spec (python -m src.dataset infer drafts one; default: the Adult "
+        "census spec, src/dataset/adult.yaml)",
     )
     parser.add_argument(
         "--outdir",
@@ -152,17 +160,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DataError(f"--threads must be at least 1, got {args.threads}")
         if not args.data.exists():  # before the heavy imports below: it answers at once
             raise DataError(f"{args.data}: no such file")
-        from src.threads import configure_openmp
+        from src.dataset.spec import load_spec
+
+        spec = load_spec(args.spec)
+        from src.training.threads import configure_openmp
 
         if args.threads is not None:
             os.environ["TRAIN_THREADS"] = str(args.threads)
         configure_openmp()  # before LightGBM loads, which the next import does
-        from src.training import train
+        from src.report import documents
+        from src.training.train import train
 
         signal.signal(signal.SIGTERM, _raise_interrupt)
         result = train(
             args.data,
             args.outdir,
+            spec=spec,
+            documents=documents,
             seed=args.seed,
             val_size=args.val_size,
             trials=args.trials,

@@ -16,7 +16,7 @@ from hypothesis import configuration as hypothesis_configuration
 from sqlalchemy import create_engine, text
 
 from src.settings import Settings
-from src.threads import configure_openmp
+from src.training.threads import configure_openmp
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -42,7 +42,22 @@ configure_openmp()  # as the entry points do, before LightGBM loads
 # Hypothesis (under schemathesis) keeps a cache folder; keep it out of the checkout too.
 hypothesis_configuration.set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
 
-from src.training import TrainResult, train  # noqa: E402 - after the environment above
+from src.dataset.spec import adult_spec  # noqa: E402 - after the environment above
+from src.report import documents  # noqa: E402
+from src.training.train import TrainResult, train  # noqa: E402
+
+# The Adult census spec's names, for the tests that speak of its columns (src/ never does).
+ADULT = adult_spec()
+FEATURES, MODEL_INPUTS, SENSITIVE = ADULT.features, ADULT.model_inputs, ADULT.sensitive
+TARGET = ADULT.label.column
+CSV_COLUMNS = (*FEATURES, TARGET)
+
+
+def read_adult(path: Any, **options: Any) -> Any:
+    """A census table read by the Adult spec (src.dataset.table.load_dataset)."""
+    from src.dataset.table import load_dataset
+
+    return load_dataset(path, ADULT, **options)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -69,7 +84,7 @@ def _checkout_state_untouched() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     outdir = tmp_path_factory.mktemp("artifacts")
-    return train(DATA / "adult_synth.csv", outdir, seed=42, trials=TEST_TRIALS)
+    return train(DATA / "adult_synth.csv", outdir, seed=42, trials=TEST_TRIALS, documents=documents)
 
 
 @pytest.fixture(scope="session")

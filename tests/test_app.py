@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from src.artifacts import MANIFEST_FILE, MODEL_FILE, model_version
-from src.schema import MODEL_INPUTS, SENSITIVE
+from src.errors import ArtifactError
+from src.model.artifacts import MANIFEST_FILE, MODEL_FILE, load_bundle, model_version
 from src.service.factory import create_app
 from src.settings import Settings
+from tests.conftest import MODEL_INPUTS, SENSITIVE
 
 
 def _client(artifacts: Path, **settings: Any) -> TestClient:
@@ -296,10 +297,14 @@ def test_hash_mismatch_means_not_ready(
     _assert_not_ready(folder, "sha256 does not match", row)
 
 
-def test_unreadable_pickle_means_not_ready(
+def test_an_unreadable_pickle_is_never_promoted_though_serving_never_reads_it(
     tmp_path: Path, artifacts_dir: Path, row: dict[str, Any]
 ) -> None:
+    """Serving reads the trees' text and the encoding (hash-checked), never a pickle; the
+    registry's verification unpickles the reference path too, so such a set is never moved to."""
     import hashlib
+
+    from src.registry.actions import verify_set
 
     folder = _copy(artifacts_dir, tmp_path / "a")
     garbage = b"\x80\x05garbage"
@@ -307,17 +312,23 @@ def test_unreadable_pickle_means_not_ready(
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     manifest["files"][MODEL_FILE] = hashlib.sha256(garbage).hexdigest()
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
-    _assert_not_ready(folder, "cannot unpickle", row)
+    assert "cannot unpickle" in (verify_set(folder) or "")
+    with TestClient(create_app(Settings(ARTIFACTS_DIR=folder, LOG_PREDICTIONS=False))) as client:
+        assert client.post("/predict", json=[row]).status_code == 200
 
 
-def test_other_library_version_means_not_ready(
+def test_other_library_version_keeps_the_pickles_unread(
     tmp_path: Path, artifacts_dir: Path, row: dict[str, Any]
 ) -> None:
+    from src.registry.actions import verify_set
+
     folder = _copy(artifacts_dir, tmp_path / "a")
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     manifest["versions"]["scikit-learn"] = "0.24.2"
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
-    _assert_not_ready(folder, "trained with scikit-learn 0.24.2", row)
+    assert "trained with scikit-learn 0.24.2" in (verify_set(folder) or "")
+    with pytest.raises(ArtifactError, match=r"trained with scikit-learn 0\.24\.2"):
+        load_bundle(folder).pipeline  # noqa: B018 - reading it is the point
 
 
 # --- POST /monitor ------------------------------------------------------------------------------

@@ -10,14 +10,8 @@ import pytest
 from tests.conftest import ROOT
 
 SRC = ROOT / "src"
-TRAINING = {
-    "src.train",
-    "src.training",
-    "src.features",
-    "src.evaluate",
-    "src.mitigation",
-    "src.mitigation_table",
-}
+# Training code: the training package and the entry points that train.
+TRAINING_ENTRIES = {"src.train", "src.mitigation_table"}
 MAX_FUNCTION_LINES = 60
 
 
@@ -39,6 +33,9 @@ def _imports(path: Path) -> set[str]:
 
 
 MODULES = {_module_name(p): p for p in SRC.rglob("*.py")}
+TRAINING = TRAINING_ENTRIES | {
+    m for m in MODULES if m == "src.training" or m.startswith("src.training.")
+}
 GRAPH = {name: {m for m in _imports(path) if m in MODULES} for name, path in MODULES.items()}
 
 
@@ -62,7 +59,7 @@ def test_architecture_has_no_import_cycles() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [*_in("src.service"), "src.predictor", "src.contract", "src.app"]
+    "module", [*_in("src.service"), "src.model.predictor", "src.model.contract", "src.app"]
 )
 def test_architecture_serving_never_imports_training_code(module: str) -> None:
     assert _reachable(module) & TRAINING == set()

@@ -16,6 +16,7 @@ CLIS = (
     "src.agent_monitor",
     "src.monitor_window",
     "src.report",
+    "src.dataset",
     "src.mitigation_table",
     "src.make_data",
     "src.registry",

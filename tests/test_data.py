@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from src import train as train_module
-from src.data import load_dataset
 from src.errors import DataError
-from src.schema import CSV_COLUMNS, FEATURES
-from tests.conftest import DATA
+from tests.conftest import CSV_COLUMNS, DATA, FEATURES
+from tests.conftest import read_adult as load_dataset
 
 HEADER = ",".join(CSV_COLUMNS)
 ROW = (
@@ -74,19 +73,25 @@ BAD_FILES = {
         HEADER.replace("age,", "") + "\n" + ROW.split(",", 1)[1],
         "missing column(s) age",
     ),
-    "bad_target": (HEADER + "\n" + ROW[:-1] + "yes\n", "must be 0 or 1; line 2 has 'yes'"),
+    "bad_target": (
+        HEADER + "\n" + ROW[:-1] + "yes\n",
+        "column 'income_gt_50k': 'yes' is not a label value (the label is 1 or 0)",
+    ),
     "bad_income_label": (
         HEADER.replace("income_gt_50k", "income") + "\n" + ROW[:-1] + "rich\n",
-        "target 'income' must be",
+        "column 'income': 'rich' is not a label value",
     ),
     "text_in_numeric": (
         HEADER + "\n" + ROW + "\n" + ROW.replace("39,", "forty,", 1) + "\n",
-        "column 'age' must be numeric; line 3 has 'forty'",
+        "line 3, column 'age': 'forty' is not a number",
     ),
     "semicolons": (HEADER.replace(",", ";") + "\n" + ROW.replace(",", ";"), "comma-separated"),
     "duplicated_column": (HEADER + ",age\n" + ROW + ",40\n", "column 'age' appears more than once"),
     "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not"),
-    "no_target": (",".join(FEATURES) + "\n" + ROW.rsplit(",", 1)[0] + "\n", "missing target"),
+    "no_target": (
+        ",".join(FEATURES) + "\n" + ROW.rsplit(",", 1)[0] + "\n",
+        "missing label column 'income_gt_50k'",
+    ),
 }
 
 
@@ -118,7 +123,7 @@ def test_train_cli_reports_a_missing_file(
 
 def test_load_dataset_rejects_infinite_numbers(tmp_path: Path) -> None:
     path = _write(tmp_path, HEADER + "\n" + ROW.replace(",2174,", ",inf,") + "\n")
-    with pytest.raises(DataError, match="'capital_gain' has an infinite value on line 2"):
+    with pytest.raises(DataError, match="line 2, column 'capital_gain': 'inf' is infinite"):
         load_dataset(path)
 
 
@@ -130,7 +135,7 @@ def test_load_dataset_without_target_for_drift(tmp_path: Path) -> None:
 
 
 def test_split_needs_both_classes(tmp_path: Path) -> None:
-    from src.data import split_dataset
+    from src.training.data import split_dataset
 
     path = _write(tmp_path, HEADER + "\n" + "\n".join([ROW] * 10 + [ROW_POSITIVE]) + "\n")
     with pytest.raises(DataError, match="at least two rows of each class"):

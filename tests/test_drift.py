@@ -12,11 +12,10 @@ import pytest
 from scipy import stats
 
 from src import drift
-from src.data import load_dataset
-from src.drift import EPSILON, compute_drift, fit_feature, psi
-from src.make_data import PLANTED_SHIFTS
-from src.schema import CSV_COLUMNS, FEATURES
-from tests.conftest import CHALLENGE, DATA
+from src.dataset.adult import PLANTED_SHIFTS
+from src.monitoring.drift import EPSILON, compute_drift, fit_feature, noise_psi, psi
+from tests.conftest import ADULT, CHALLENGE, CSV_COLUMNS, DATA, FEATURES
+from tests.conftest import read_adult as load_dataset
 
 REF = DATA / "adult_ref_sample.csv"
 SHIFTED = DATA / "adult_shifted_sample.csv"
@@ -37,7 +36,7 @@ def test_psi_matches_a_hand_computation() -> None:
 
 def test_identical_samples_show_no_drift() -> None:
     ref = _features(REF)
-    report = compute_drift(ref, ref)
+    report = compute_drift(ADULT, ref, ref)
     assert report.overall_drift is False
     assert set(report.features.values()) == {0.0}
     for detail in report.details.values():
@@ -47,7 +46,7 @@ def test_identical_samples_show_no_drift() -> None:
 
 
 def test_the_planted_shifts_are_flagged_and_only_they() -> None:
-    report = compute_drift(_features(REF), _features(SHIFTED))
+    report = compute_drift(ADULT, _features(REF), _features(SHIFTED))
     assert report.overall_drift is True
     assert {n for n, d in report.details.items() if d["drifted"]} == set(PLANTED_SHIFTS)
     assert report.to_dict()["model_input_drift"] is True
@@ -59,7 +58,7 @@ def test_the_planted_shifts_are_flagged_and_only_they() -> None:
 
 def test_ks_matches_scipy() -> None:
     ref, new = _features(REF), _features(SHIFTED)
-    report = compute_drift(ref, new)
+    report = compute_drift(ADULT, ref, new)
     for name in ("age", "hours_per_week", "capital_gain"):
         expected = stats.ks_2samp(ref[name].dropna(), new[name].dropna())
         assert report.details[name]["ks_statistic"] == pytest.approx(expected.statistic, abs=1e-4)
@@ -68,14 +67,17 @@ def test_ks_matches_scipy() -> None:
 
 def test_threshold_is_inclusive() -> None:
     ref, new = _features(REF), _features(SHIFTED)
-    score = compute_drift(ref, new).details["workclass"]["psi"]
-    assert compute_drift(ref, new, threshold=score).details["workclass"]["drifted"] is True
-    assert compute_drift(ref, new, threshold=score + 1e-3).details["workclass"]["drifted"] is False
+    score = compute_drift(ADULT, ref, new).details["workclass"]["psi"]
+    assert compute_drift(ADULT, ref, new, threshold=score).details["workclass"]["drifted"] is True
+    assert (
+        compute_drift(ADULT, ref, new, threshold=score + 1e-3).details["workclass"]["drifted"]
+        is False
+    )
 
 
 def test_zero_heavy_numerics_keep_a_bin_for_their_point_mass() -> None:
     column = pd.Series([0.0] * 90 + list(range(1, 11)), dtype=float)
-    ref = fit_feature("capital_gain", column)
+    ref = fit_feature(ADULT.column("capital_gain"), column)
     assert 0.0 in ref.edges[ref.points]
     shifted = pd.Series([0.0] * 50 + list(range(1, 51)), dtype=float)
     counts, _, _ = ref.count(shifted)
@@ -83,7 +85,7 @@ def test_zero_heavy_numerics_keep_a_bin_for_their_point_mass() -> None:
 
 
 def test_outer_bins_are_open_so_new_extremes_still_count() -> None:
-    ref = fit_feature("age", pd.Series(np.arange(20.0, 60.0)))
+    ref = fit_feature(ADULT.column("age"), pd.Series(np.arange(20.0, 60.0)))
     counts, _, _ = ref.count(pd.Series([5.0, 200.0]))
     assert counts.sum() == 2
     assert counts[0] == 1
@@ -95,7 +97,7 @@ def test_categories_never_seen_are_listed_and_counted() -> None:
     new = ref.copy()
     new["workclass"] = new["workclass"].astype(object)
     new.loc[new.index[:60], "workclass"] = "Gig-economy"
-    detail = compute_drift(ref, new).details["workclass"]
+    detail = compute_drift(ADULT, ref, new).details["workclass"]
     assert detail["unseen_categories"] == ["Gig-economy"]
     assert detail["unseen_count"] == 60
     assert detail["drifted"] is True
@@ -104,7 +106,7 @@ def test_categories_never_seen_are_listed_and_counted() -> None:
 def test_noise_level_agrees_with_the_analytic_approximation() -> None:
     # Under no drift, PSI ~ (k - 1)(1/n + 1/m) for k equally likely bins.
     counts = np.full(10, 50)
-    mean, p95 = drift.noise_psi(counts, 500, 500, seed=(0, 1))
+    mean, p95 = noise_psi(counts, 500, 500, seed=(0, 1))
     assert mean == pytest.approx(9 * (1 / 500 + 1 / 500), rel=0.2)
     assert p95 > mean
 
@@ -115,7 +117,7 @@ def test_constant_and_all_missing_columns_give_defined_results() -> None:
     new["capital_loss"] = np.nan
     ref_constant = ref.copy()
     ref_constant["education_num"] = 9.0
-    report = compute_drift(ref_constant, new)
+    report = compute_drift(ADULT, ref_constant, new)
     text = json.dumps(report.to_dict(), allow_nan=False)  # no NaN anywhere
     assert "not observed" in text
     assert "constant in the reference" in text
@@ -195,7 +197,7 @@ ROW = "39,Private,Bachelors,13,Never-married,Sales,Not-in-family,White,Male,0,0,
         (HEADER.replace("age,", "years,", 1) + "\n" + ROW + "\n", "missing column(s)"),
         (
             HEADER + "\n" + ROW.replace(",40,", ",forty,") + "\n",
-            "column 'hours_per_week' must be numeric",
+            "column 'hours_per_week': 'forty' is not a number",
         ),
         ("\x00\x01\x02binary", "not"),
     ],

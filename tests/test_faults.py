@@ -18,12 +18,11 @@ from fastapi.testclient import TestClient
 
 from src import agent_monitor, drift
 from src import train as train_module
-from src.artifacts import MANIFEST_FILE, MODEL_FILE, PIPELINE_FILE, load_bundle
 from src.errors import ArtifactError
-from src.schema import CSV_COLUMNS
+from src.model.artifacts import MANIFEST_FILE, MODEL_FILE, PIPELINE_FILE, load_bundle
 from src.service.factory import create_app
 from src.settings import Settings
-from tests.conftest import DATA, ROOT
+from tests.conftest import CSV_COLUMNS, DATA, ROOT
 
 # Binary junk, the same on every run (and in every pytest-xdist worker).
 BINARY = np.random.default_rng(0).bytes(4096)
@@ -165,7 +164,7 @@ CSV_CORPUS: dict[str, tuple[bytes, str | None]] = {
     "duplicated_column": ((HEADER + ",age\n" + ROW + ",3\n").encode(), "appears more than once"),
     "text_in_numeric": (
         (HEADER + "\n" + ROW.replace("39,", "thirty-nine,", 1) + "\n").encode(),
-        "column 'age' must be numeric",
+        "column 'age': 'thirty-nine' is not a number",
     ),
     "ragged_row": ((HEADER + "\n" + ROW + ",extra,fields\n").encode(), "cannot parse"),
     "latin1": ((HEADER + "\n" + ROW.replace("Sales", "Salés") + "\n").encode("latin-1"), "not"),

@@ -25,7 +25,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select
 
 from src import monitor_window
-from src.artifacts import load_bundle
 from src.loop.handoff import ColumnLayout, Served, column_layout, epoch_hour
 from src.loop.ids import new_request_key
 from src.loop.inserts import store_drops
@@ -40,8 +39,9 @@ from src.loop.tables import (
 )
 from src.loop.windows import add_coverage, hourly_points, window_coverage
 from src.loop.writer import PredictionLog
+from src.model.artifacts import load_bundle
+from src.model.predictor import Predictor
 from src.monitor_window import load_references
-from src.predictor import Predictor
 from src.service.factory import create_app
 from src.settings import Settings
 from tests.test_inference import Server

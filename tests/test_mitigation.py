@@ -12,15 +12,18 @@ import pytest
 
 from src import mitigation_table
 from src import train as train_cli
-from src.artifacts import PREDICTIONS_FILE, VALIDATION_ROWS_FILE, load_bundle
 from src.choices import CANDIDATES, DEFAULT_CANDIDATES
-from src.data import load_dataset, split_dataset
-from src.evaluate import FAIRNESS_ATTRIBUTES, headline_gaps
-from src.mitigation import joint_groups, recommend, reweighing_weights
-from src.predictor import Predictor
-from src.schema import FEATURES, SENSITIVE
-from src.training import DEFAULT_PARAMS, TrainResult, train
-from tests.conftest import DATA
+from src.model.artifacts import PREDICTIONS_FILE, VALIDATION_ROWS_FILE, load_bundle
+from src.model.predictor import Predictor
+from src.report.mitigation import table_markdown
+from src.training import candidates
+from src.training.data import split_dataset
+from src.training.evaluate import headline_gaps
+from src.training.mitigation import joint_groups, recommend, reweighing_weights
+from src.training.search import DEFAULT_PARAMS
+from src.training.train import TrainResult, train
+from tests.conftest import ADULT, DATA, FEATURES, SENSITIVE
+from tests.conftest import read_adult as load_dataset
 
 SMALL_PARAMS = {**DEFAULT_PARAMS, "n_estimators": 40}
 
@@ -54,7 +57,7 @@ def test_each_candidate_trains_deterministically(
 ) -> None:
     said: list[str] = []
     first, again = (
-        mitigation_table.candidate_outcomes([name], small_split, SMALL_PARAMS, 7, log=said.append)
+        candidates.candidate_outcomes(ADULT, [name], small_split, SMALL_PARAMS, 7, log=said.append)
         for _ in range(2)
     )
     if name == "exponentiated_gradient":  # its minutes are never silent: a line per fit
@@ -69,13 +72,11 @@ def test_each_candidate_trains_deterministically(
 
 
 def test_the_table_states_the_gaps_of_the_trained_mitigated_model(reweighed: TrainResult) -> None:
-    result = mitigation_table.compare(
-        reweighed.outdir, None, ["none", "reweighing"], log=lambda _: None
-    )
+    result = candidates.compare(reweighed.outdir, None, ["none", "reweighing"], log=lambda _: None)
     row = next(r for r in result["rows"] if r["candidate"] == "reweighing")
     # Recomputed from what training wrote: the set's own validation probabilities.
     predictions = pd.read_csv(reweighed.outdir / PREDICTIONS_FILE)
-    sensitive = predictions[list(FAIRNESS_ATTRIBUTES)]
+    sensitive = predictions[list(ADULT.fairness_attributes)]
     recomputed = headline_gaps(predictions["y_true"], predictions["probability"], sensitive)
     for key, value in recomputed.items():
         assert row["metrics"][key] == pytest.approx(value, abs=5e-5), key
@@ -86,7 +87,7 @@ def test_the_table_states_the_gaps_of_the_trained_mitigated_model(reweighed: Tra
     assert row["metrics"]["sex_dp"] < plain["metrics"]["sex_dp"]  # it does what it claims
     # Every interval in the table holds its estimate (a percentile interval of an absolute gap
     # read sex_eo 0.001 [0.003, 0.129]), and the markdown a user reads says the same.
-    markdown = mitigation_table.table_markdown(result)
+    markdown = table_markdown(result)
     for candidate in result["rows"]:
         for key, (low, high) in candidate["ci95"].items():
             value = candidate["metrics"][key]
@@ -198,14 +199,14 @@ def test_recommendation_keeps_the_plain_model_when_a_gap_is_traded_for_another()
 
     plain = row("none", 0.87, 0.14, 0.01, [0.0, 0.0])
     traded = row("reweighing", 0.865, 0.08, 0.11, [-0.07, -0.04])
-    assert recommend([plain, traded])["candidate"] == "none"
-    assert "sex_eo" in recommend([plain, traded])["why"]
+    assert recommend([plain, traded], "sex")["candidate"] == "none"
+    assert "sex_eo" in recommend([plain, traded], "sex")["why"]
     clean = row("reweighing", 0.865, 0.08, 0.02, [-0.07, -0.04])
-    assert recommend([plain, clean])["candidate"] == "reweighing"
+    assert recommend([plain, clean], "sex")["candidate"] == "reweighing"
     costly = row("no_proxy", 0.85, 0.08, 0.02, [-0.07, -0.04])
-    assert recommend([plain, costly])["candidate"] == "none"
+    assert recommend([plain, costly], "sex")["candidate"] == "none"
     noisy = row("no_proxy", 0.87, 0.12, 0.02, [-0.05, 0.01])
-    assert recommend([plain, noisy])["candidate"] == "none"
+    assert recommend([plain, noisy], "sex")["candidate"] == "none"
 
 
 def test_the_table_refuses_data_the_set_was_not_trained_on(
@@ -222,5 +223,5 @@ def test_the_table_refuses_data_the_set_was_not_trained_on(
     assert not (reweighed.outdir / "mitigation.json").exists()
     assert mitigation_table.main(["--artifacts", str(tmp_path)]) == 2
     assert "no metrics.json" in capsys.readouterr().err
-    assert set(SENSITIVE) >= set(FAIRNESS_ATTRIBUTES)
+    assert set(SENSITIVE) >= set(ADULT.fairness_attributes)
     assert joint_groups(pd.DataFrame({"sex": ["Male"], "race": [None]}))[0] == "Male / missing"

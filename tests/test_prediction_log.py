@@ -29,6 +29,7 @@ from src.loop import replay
 from src.loop.ids import new_request_key
 from src.loop.inserts import BatchWriter
 from src.loop.labels import purge_unmatched, record_labels
+from src.loop.metrics_files import CounterFile, collect
 from src.loop.tables import (
     labels_table,
     make_engine,
@@ -37,7 +38,6 @@ from src.loop.tables import (
     upgrade,
 )
 from src.loop.writer import PredictionLog, Served
-from src.multiprocess_metrics import CounterFile, collect
 from src.service.factory import create_app
 from src.settings import Settings
 from tests.conftest import DATA

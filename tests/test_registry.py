@@ -25,20 +25,20 @@ from sklearn.metrics import roc_auc_score
 from src.agent import executor as executor_module
 from src.agent.executor import Executor, acting
 from src.agent.plan import AgentPlan
-from src.artifacts import MANIFEST_FILE, MODEL_FILE, SAMPLE_FILE, load_bundle, model_version
-from src.data import load_dataset, split_dataset
-from src.holdout import in_holdout
+from src.dataset.adult import read_uci
 from src.loop.tables import make_engine, upgrade
-from src.make_data import read_uci
+from src.model.artifacts import MANIFEST_FILE, MODEL_FILE, SAMPLE_FILE, load_bundle, model_version
 from src.registry.__main__ import main as registry_cli
 from src.registry.actions import build_trees, promote, register_trained, rollback
 from src.registry.core import CHAMPION, MoveConflictError, Registry
-from src.schema import FEATURES, MODEL_INPUTS, TARGET
 from src.service.factory import create_app
 from src.service.state import StoreBuilds, load_predictor
 from src.settings import Settings
-from src.training import carve_holdout, train
-from tests.conftest import DATA, ROOT, _postgres_database
+from src.training.data import split_dataset
+from src.training.holdout import in_holdout
+from src.training.train import carve_holdout, train
+from tests.conftest import ADULT, DATA, FEATURES, MODEL_INPUTS, ROOT, TARGET, _postgres_database
+from tests.conftest import read_adult as load_dataset
 from tests.test_inference import Server, http
 
 
@@ -375,9 +375,9 @@ def test_registry_cli_takes_json_after_the_command_and_prints_json_only_then(
 
 
 def _identity(frame: pd.DataFrame) -> set[bytes]:
-    from src.holdout import row_hashes
+    from src.training.holdout import row_hashes
 
-    return set(row_hashes(frame[list(FEATURES)], frame[TARGET]))
+    return set(row_hashes(ADULT, frame[list(FEATURES)], frame[TARGET]))
 
 
 def test_no_training_path_sees_a_holdout_row(
@@ -395,7 +395,7 @@ def test_no_training_path_sees_a_holdout_row(
         assert manifest["holdout"]["rows_excluded"] == len(holdout)
         # The training part the set recorded is the carved data's split, with no holdout row.
         x_train, _, y_train, _ = split_dataset(
-            carve_holdout(dataset).dataset, val_size=0.2, seed=manifest["seed"]
+            carve_holdout(ADULT, dataset).dataset, val_size=0.2, seed=manifest["seed"]
         )
         recorded_part = pd.read_csv(folder / "reference_rows.csv")
         assert _identity(recorded_part.assign(**{TARGET: 0})) == _identity(
@@ -440,10 +440,10 @@ def test_gate_refuses_to_judge_a_set_that_did_not_leave_the_holdout_out(
 def test_the_holdout_rule_keeps_duplicates_together_and_ignores_number_spelling() -> None:
     frame = pd.read_csv(DATA / "adult_synth.csv").head(500)
     doubled = pd.concat([frame, frame], ignore_index=True)
-    mask = in_holdout(doubled[list(FEATURES)], doubled[TARGET])
+    mask = in_holdout(ADULT, doubled[list(FEATURES)], doubled[TARGET])
     assert (mask[:500] == mask[500:]).all()
     as_floats = frame.astype({"age": float, "hours_per_week": float})
-    assert (in_holdout(as_floats[list(FEATURES)], as_floats[TARGET]) == mask[:500]).all()
+    assert (in_holdout(ADULT, as_floats[list(FEATURES)], as_floats[TARGET]) == mask[:500]).all()
     assert 0.1 < mask.mean() < 0.3
 
 
@@ -489,7 +489,7 @@ def test_retraining_trains_before_the_gate_rows_begin_and_leaves_no_file_behind(
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     work = tmp_path / "work"
-    folder = retrain(DATA / "adult_synth.csv", registry.engine, work, hours=24 * 30)
+    folder = retrain(DATA / "adult_synth.csv", registry.engine, work, spec=ADULT, hours=24 * 30)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     traffic = manifest["training_traffic"]
     assert traffic["rows"] == 2000

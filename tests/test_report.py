@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src import agent_monitor, drift, report
-from src.report import fmt
+from src import agent_monitor, drift
+from src.report import __main__ as report
+from src.report.pages import fmt
 from tests.conftest import DATA
 from tests.test_inference import Server, http
 

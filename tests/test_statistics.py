@@ -18,8 +18,6 @@ from sqlalchemy import insert, select
 
 from src.agent import DriftSummary, judge, monitor, parse_metrics_lines
 from src.agent.observations import MetricPoint
-from src.data import load_dataset
-from src.drift import fit_reference
 from src.loop.statistics import hour_of, refresh, statements
 from src.loop.tables import (
     downgrade,
@@ -34,15 +32,16 @@ from src.loop.tables import (
 )
 from src.loop.windows import drift_report, hourly_points
 from src.monitor_window import load_references
-from src.schema import FEATURES, SENSITIVE
+from src.monitoring.drift import fit_reference
 from src.service.factory import create_app
 from src.settings import Settings
-from tests.conftest import DATA, _postgres_database
+from tests.conftest import ADULT, DATA, FEATURES, SENSITIVE, _postgres_database
+from tests.conftest import read_adult as load_dataset
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=10)
 DELAY = timedelta(hours=24)
-REFERENCES = fit_reference(load_dataset(DATA / "adult_ref_sample.csv").features)
+REFERENCES = fit_reference(ADULT, load_dataset(DATA / "adult_ref_sample.csv").features)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src import threads
+from src.training import threads
 
 
 @pytest.mark.parametrize(

@@ -14,22 +14,26 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+import src.training.train as training
 from src import train as train_module
-from src import training
-from src.artifacts import MANIFEST_FILE, MODEL_FILE, load_bundle, model_version
-from src.data import load_dataset, split_dataset
 from src.errors import ArtifactError
 from src.fileio import sha256_file
-from src.schema import MODEL_INPUTS, SENSITIVE
-from src.training import MIN_ROC_AUC, carve_holdout, train
-from tests.conftest import DATA, ROOT, TEST_TRIALS
+from src.model.artifacts import MANIFEST_FILE, MODEL_FILE, load_bundle, model_version
+from src.training.data import carve_holdout, split_dataset
+from src.training.train import MIN_ROC_AUC, train
+from tests.conftest import ADULT, DATA, MODEL_INPUTS, ROOT, SENSITIVE, TEST_TRIALS
+from tests.conftest import read_adult as load_dataset
 
 EXPECTED_FILES = (
     "model.pkl",
     "feature_pipeline.pkl",
+    "model.txt",
+    "encoding.json",
+    "dataset_spec.yaml",
     "metrics.json",
     "feature_importances.csv",
     "fairness.md",
+    "model_card.html",
     "manifest.json",
 )
 
@@ -38,7 +42,7 @@ def _validation_probabilities(artifacts_dir: Path) -> tuple[pd.DataFrame, np.nda
     bundle = load_bundle(artifacts_dir)
     # Training's own rows: the holdout left out, then the seeded split.
     _, x_val, _, y_val = split_dataset(
-        carve_holdout(load_dataset(DATA / "adult_synth.csv")).dataset, val_size=0.2, seed=42
+        carve_holdout(ADULT, load_dataset(DATA / "adult_synth.csv")).dataset, val_size=0.2, seed=42
     )
     proba = bundle.model.predict_proba(bundle.pipeline.transform(x_val))[:, 1]
     return x_val, y_val.to_numpy(), proba
@@ -182,14 +186,18 @@ def test_manifest_lists_the_hash_of_every_file(artifacts_dir: Path) -> None:
     assert {"model.pkl", "feature_pipeline.pkl"} <= set(manifest["files"])
 
 
-def test_a_corrupted_pickle_is_refused_before_unpickling(
-    tmp_path: Path, artifacts_dir: Path
+@pytest.mark.parametrize("name", [MODEL_FILE, "model.txt", "encoding.json", "dataset_spec.yaml"])
+def test_a_corrupted_file_is_refused_before_it_is_read(
+    name: str, tmp_path: Path, artifacts_dir: Path
 ) -> None:
-    for name in EXPECTED_FILES:
-        (tmp_path / name).write_bytes((artifacts_dir / name).read_bytes())
-    (tmp_path / MODEL_FILE).write_bytes(b"not a pickle")
+    """Serving reads the trees' text, the encoding and the spec at load; a pickle only when the
+    reference path asks for it, and its hash is checked before it is unpickled either way."""
+    for path in artifacts_dir.iterdir():
+        if path.is_file():
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / name).write_bytes(b"not what was trained")
     with pytest.raises(ArtifactError, match="sha256 does not match"):
-        load_bundle(tmp_path)
+        load_bundle(tmp_path).model  # noqa: B018 - reading it is the point
 
 
 def _noise_csv(path: Path, rows: int = 600) -> Path:

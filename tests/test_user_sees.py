@@ -16,7 +16,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from src import agent_monitor, train, training
+import src.training.train as training
+from src import agent_monitor, train
 from src.agent import ACTIONS, RULES
 from src.agent.plan import order_actions
 from src.service.factory import create_app

@@ -23,8 +23,9 @@ import numpy as np
 import orjson
 
 from src.loop.handoff import TEXT_SEPARATOR, Served, epoch_hour
-from src.multiprocess_metrics import CounterFile
-from src.schema import FEATURES, SENSITIVE
+from src.loop.metrics_files import CounterFile
+from src.loop.tables import FEATURE_NAMES as FEATURES
+from src.loop.tables import FEATURE_NAMES_WITHOUT_SENSITIVE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -37,7 +38,6 @@ ROWS_DROPPED = "prediction_log_dropped_rows"
 BATCHES_FAILED = "prediction_log_failed_batches"
 DATABASE_ERRORS = "prediction_log_database_errors"
 FEATURE_NAMES = FEATURES
-FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(n for n in FEATURES if n not in SENSITIVE)
 _ALL_FEATURES = itemgetter(*FEATURE_NAMES)
 # A body this long becomes columns (C loops per column); shorter, row tuples (less per request).
 ROWS_AS_COLUMNS_FROM = 8

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from src.multiprocess_metrics import identity_alive, process_identity
+from src.loop.metrics_files import identity_alive, process_identity
 
 NAMES = (
     "shipped_rows",

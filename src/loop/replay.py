@@ -70,10 +70,14 @@ if __name__ == "__main__":  # parse first, import after: --help and a missing fi
 import numpy as np
 import pandas as pd
 
+from src.dataset.adult import plant_shifts, read_uci
+from src.dataset.spec import adult_spec
 from src.errors import DataError, UnreachableError
 from src.fileio import run_cli
-from src.make_data import plant_shifts, read_uci
-from src.schema import FEATURES, NUMERIC, TARGET
+
+_SPEC = adult_spec()
+FEATURES, TARGET = _SPEC.features, _SPEC.label.column
+NUMERIC = tuple(n for n in FEATURES if _SPEC.column(n).kind == "numeric")
 
 
 def default_start(now: datetime | None = None) -> datetime:

@@ -39,7 +39,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from src.drift import FeatureReference
 from src.loop.tables import (
     hourly_bins_table,
     hourly_ops_table,
@@ -49,6 +48,7 @@ from src.loop.tables import (
     requests_table,
     stats_state_table,
 )
+from src.monitoring.drift import FeatureReference
 
 P95 = 0.95
 CHUNK_HOURS = 168  # hours computed per statement: the database aggregates, memory stays flat

@@ -16,7 +16,6 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from src.drift import DriftReport, FeatureReference, compare_counts
 from src.loop.statistics import as_utc, hour_of, hour_start
 from src.loop.tables import (
     hourly_bins_table,
@@ -24,6 +23,7 @@ from src.loop.tables import (
     hourly_quality_table,
     log_drops_table,
 )
+from src.monitoring.drift import DriftReport, FeatureReference, compare_counts
 
 
 def _quality_point(q: Any) -> dict[str, Any]:

@@ -43,10 +43,10 @@ from sqlalchemy.engine import Engine
 
 from src.loop.handoff import Served, epoch_hour
 from src.loop.inserts import schema_tables, store_drops
+from src.loop.metrics_files import process_identity
 from src.loop.progress import WORKER_DIED, Progress, settle_dead
 from src.loop.tables import create_tables, make_engine
 from src.loop.writer_process import FRAME_HEADER
-from src.multiprocess_metrics import process_identity
 
 logger = logging.getLogger("service")
 __all__ = ["POLICIES", "PredictionLog", "Served"]

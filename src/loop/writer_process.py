@@ -26,8 +26,8 @@ import threading
 from typing import Any
 
 from src.loop.inserts import DATABASE_ERRORS, BatchWriter, Tables
+from src.loop.metrics_files import CounterFile
 from src.loop.progress import Progress
-from src.multiprocess_metrics import CounterFile
 
 FRAME_HEADER = struct.Struct("<Q")
 APPLICATION_NAME = "adult-income log writer"

@@ -32,13 +32,16 @@ def human(command: str) -> str:
 
 
 def verify_set(folder: Path) -> str | None:
-    """Why the set in `folder` cannot be served, or None: every hash, the pickles, and the
-    training-time probabilities again (LightGBM's own predictor, no compiling)."""
-    from src.artifacts import load_bundle
-    from src.predictor import Predictor
+    """Why the set in `folder` cannot be served, or None: every hash, the pickles (read by the
+    library versions that wrote them), and the training-time probabilities again (LightGBM's own
+    predictor, no compiling)."""
+    from src.model.artifacts import load_bundle
+    from src.model.predictor import Predictor
 
     try:
-        Predictor(load_bundle(folder), engine="booster").self_check()
+        bundle = load_bundle(folder)
+        _ = bundle.pipeline, bundle.model  # the set's reference path must load too
+        Predictor(bundle, engine="booster").self_check()
     except Exception as exc:  # any failure to load is a failure to verify
         return str(exc) if type(exc).__name__ == "ArtifactError" else f"{type(exc).__name__}: {exc}"
     return None
@@ -182,14 +185,14 @@ def rollback(
 def build_trees(registry: Registry, version: str) -> str:
     """Compile a version's trees for this machine once and keep them in the store, so a worker
     swaps to it in milliseconds instead of compiling (src/compiled.py). Says what it did."""
-    from src.artifacts import load_bundle
-    from src.compiled import build_key, compiled_trees
+    from src.model.artifacts import load_bundle
+    from src.model.compiled import build_key, compiled_trees
 
     key = build_key()
     if registry.read_build(version, key) is not None:
         return "compiled trees already kept"
     print(f"registry: compiling {version}'s trees for serving (once per version)", file=sys.stderr)
-    _, _, code = compiled_trees(load_bundle(registry.folder(version)).model.booster_)
+    _, _, code = compiled_trees(load_bundle(registry.folder(version)).model_text)
     registry.keep_build(version, key, code)
     return "compiled trees kept"
 

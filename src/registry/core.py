@@ -18,16 +18,6 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from src.artifacts import (
-    HOLDOUT_ROWS_FILE,
-    MANIFEST_FILE,
-    METRICS_FILE,
-    identity_digest,
-    model_version,
-    read_manifest,
-    read_verified,
-    write_artifact_set,
-)
 from src.errors import ArtifactError, DataError, RefusedError
 from src.fileio import write_bytes_atomic
 from src.loop.tables import (
@@ -38,6 +28,16 @@ from src.loop.tables import (
     model_versions_table,
     registry_holdout_table,
     upgrade,
+)
+from src.model.artifacts import (
+    HOLDOUT_ROWS_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    identity_digest,
+    model_version,
+    read_manifest,
+    read_verified,
+    write_artifact_set,
 )
 from src.settings import Settings
 
@@ -142,6 +142,18 @@ class Registry:
             return None
         metrics = json.loads((self.folder(champion) / METRICS_FILE).read_text())
         return metrics["hyperparameters"]
+
+    def champion_spec(self) -> Any:
+        """The champion's dataset spec (the Adult census spec without a champion, or for a set
+        from before specs)."""
+        from src.dataset.spec import adult_spec, parse_spec
+        from src.model.artifacts import SPEC_FILE
+
+        champion = self.alias(CHAMPION)
+        path = self.folder(champion) / SPEC_FILE if champion else None
+        if path is None or not path.is_file():
+            return adult_spec()
+        return parse_spec(path.read_text(), str(path))
 
     def get(self, version: str) -> Version:
         with self.engine.connect() as connection:

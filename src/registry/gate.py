@@ -1,13 +1,13 @@
 """The gate: a challenger becomes champion only if, on the same labelled rows, its ROC-AUC is no
 worse than the champion's by more than a margin (with a paired bootstrap interval), its own
-acceptance passed (and the baseline did not beat it), and no sex or race group's parity gap
-widens by more than a limit.
+acceptance passed (and the baseline did not beat it), and no parity gap of the spec's fairness
+attributes widens by more than a limit.
 
 It judges only on rows the challenger never trained on: recent labelled traffic from after the
 challenger's own training traffic ended (a time split), when there is enough; else the registry's
-holdout, which every training run leaves out by row identity (src/holdout.py). A challenger whose
-manifest does not show that holdout left out is not judged. The verdict names the champion it
-compared with; the move that follows is refused if the champion changed meanwhile.
+holdout, which every training run leaves out by row identity (src/training/holdout.py). A
+challenger whose manifest does not show that holdout left out is not judged. The verdict names the
+champion it compared with; the move that follows is refused if the champion changed meanwhile.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from src.artifacts import load_bundle
-from src.data import load_dataset
-from src.evaluate import headline_gaps, paired_auc_difference
+from src.dataset.groups import groups_frame
+from src.dataset.spec import DatasetSpec
+from src.dataset.table import load_dataset
 from src.loop.labels import latest_labels_query
 from src.loop.tables import predictions_table
+from src.model.artifacts import load_bundle
 from src.registry.core import Registry
-from src.schema import COLUMN_BY_NAME, FEATURES, MODEL_INPUTS, TARGET
+from src.training.evaluate import headline_gaps, paired_auc_difference
 
 GATE_ROWS = 5000  # the newest labelled rows of traffic the gate judges on (at most)
 
@@ -52,12 +53,15 @@ class GateResult:
         }
 
 
-def recent_labelled(engine: Engine, limit: int, since: Any = None) -> pd.DataFrame:
+def recent_labelled(
+    engine: Engine, spec: DatasetSpec, limit: int, since: Any = None
+) -> pd.DataFrame:
     """The newest `limit` labelled rows of traffic (stamped at or after `since`), newest first:
-    event time (UTC), inputs, sensitive fields, latest label."""
+    event time (UTC), the spec's features, the latest label (0/1, as the spec's label column)."""
     p, latest = predictions_table, latest_labels_query()
+    features, target = list(spec.features), spec.label.column
     query = (
-        select(p.c.ts, *(p.c[name] for name in FEATURES), latest.c.label)
+        select(p.c.ts, *(p.c[name] for name in features), latest.c.label)
         .join(latest, latest.c.prediction_id == p.c.prediction_id)
         .order_by(p.c.ts.desc())
         .limit(limit)
@@ -65,9 +69,9 @@ def recent_labelled(engine: Engine, limit: int, since: Any = None) -> pd.DataFra
     if since is not None:
         query = query.where(p.c.ts >= since)
     with engine.connect() as connection:
-        frame = pd.DataFrame(connection.execute(query).all(), columns=["ts", *FEATURES, TARGET])
-    for name in FEATURES:
-        if COLUMN_BY_NAME[name].kind == "numeric":
+        frame = pd.DataFrame(connection.execute(query).all(), columns=["ts", *features, target])
+    for name in features:
+        if spec.column(name).is_numeric:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
         else:
             frame[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
@@ -75,29 +79,29 @@ def recent_labelled(engine: Engine, limit: int, since: Any = None) -> pd.DataFra
     return frame
 
 
-def _holdout(registry: Registry) -> pd.DataFrame:
-    dataset = load_dataset(registry.holdout_path())  # checked against its recorded hash
+def _holdout(registry: Registry, spec: DatasetSpec) -> pd.DataFrame:
+    dataset = load_dataset(registry.holdout_path(), spec)  # checked against its recorded hash
     frame = dataset.features.copy()
-    frame[TARGET] = dataset.target.to_numpy()
+    frame[spec.label.column] = dataset.target.to_numpy()
     return frame
 
 
 def _rows(
-    registry: Registry, engine: Engine, min_rows: int, trained_until: Any
+    registry: Registry, spec: DatasetSpec, engine: Engine, min_rows: int, trained_until: Any
 ) -> tuple[pd.DataFrame, str, dict[str, Any]]:
     """The rows to judge on, what they are, and their time range (traffic only)."""
     limit = max(min_rows, GATE_ROWS)
     if trained_until is None:
-        traffic = recent_labelled(engine, limit)
+        traffic = recent_labelled(engine, spec, limit)
     else:  # strictly after: a row stamped when training's traffic ended may have been in it
         until = pd.Timestamp(trained_until)
-        traffic = recent_labelled(engine, limit, since=until.to_pydatetime())
+        traffic = recent_labelled(engine, spec, limit, since=until.to_pydatetime())
         traffic = traffic[traffic["ts"] > until]
-    if len(traffic) >= min_rows and traffic[TARGET].nunique() == 2:
+    if len(traffic) >= min_rows and traffic[spec.label.column].nunique() == 2:
         span = {"from": str(traffic["ts"].min()), "to": str(traffic["ts"].max())}
         after = f", after its training traffic ended at {trained_until}" if trained_until else ""
         return traffic, f"recent labelled traffic ({len(traffic):,} rows{after})", span
-    frame = _holdout(registry)
+    frame = _holdout(registry, spec)
     reason = f"only {len(traffic)} labelled rows of traffic it never trained on (< {min_rows})"
     return frame, f"the registry's holdout ({len(frame):,} rows; {reason})", {}
 
@@ -118,7 +122,7 @@ def holdout_problem(registry: Registry, manifest: dict[str, Any]) -> str | None:
 
 def _probabilities(folder: Path, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, Any]]:
     bundle = load_bundle(folder)  # every file checked against its hash
-    matrix = bundle.pipeline.transform(frame[list(MODEL_INPUTS)])
+    matrix = bundle.pipeline.transform(frame[list(bundle.spec.model_inputs)])
     return bundle.model.predict_proba(matrix)[:, 1], bundle.metrics
 
 
@@ -141,12 +145,14 @@ def run_gate(
     if problem:
         return GateResult(False, champion, challenger, "not judged", reasons=[problem])
     traffic = manifest.get("training_traffic") or {}
-    frame, rows_from, span = _rows(registry, engine, min_rows, traffic.get("to"))
-    y = frame[TARGET].to_numpy().astype(int)
+    spec = load_bundle(registry.folder(champion)).spec  # the registry's dataset
+    frame, rows_from, span = _rows(registry, spec, engine, min_rows, traffic.get("to"))
+    y = frame[spec.label.column].to_numpy().astype(int)
     new, metrics = _probabilities(registry.folder(challenger), frame)
     old, _ = _probabilities(registry.folder(champion), frame)
     paired = paired_auc_difference(y, new, old, seed=0)
-    gaps_new, gaps_old = headline_gaps(y, new, frame), headline_gaps(y, old, frame)
+    groups = groups_frame(spec, frame)
+    gaps_new, gaps_old = headline_gaps(y, new, groups), headline_gaps(y, old, groups)
     widening = {k: round(gaps_new[k] - gaps_old[k], 4) for k in gaps_new}
     result = GateResult(True, champion, challenger, rows_from)
     result.numbers = {

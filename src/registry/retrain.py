@@ -20,13 +20,16 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from src.data import dataset_from_frames
+from src.dataset.spec import DatasetSpec
+from src.dataset.table import dataset_from_frames
 from src.registry.gate import GATE_ROWS, recent_labelled
-from src.schema import FEATURES, TARGET
-from src.training import TrainingData, read_training_data, train
+from src.training.data import TrainingData, read_training_data
+from src.training.train import train
 
 
-def traffic_for_training(engine: Engine, *, hours: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+def traffic_for_training(
+    engine: Engine, spec: DatasetSpec, *, hours: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Labelled traffic of the last `hours` (by event time) that ends before the gate's newest
     rows begin, and its range."""
     from src.loop.statistics import as_utc
@@ -35,8 +38,9 @@ def traffic_for_training(engine: Engine, *, hours: int) -> tuple[pd.DataFrame, d
     with engine.connect() as connection:
         latest = connection.execute(select(func.max(predictions_table.c.ts))).scalar()
     if latest is None:
-        return pd.DataFrame(columns=["ts", *FEATURES, TARGET]), {"rows": 0}
-    rows = recent_labelled(engine, limit=10_000_000, since=as_utc(latest) - timedelta(hours=hours))
+        return pd.DataFrame(columns=["ts", *spec.features, spec.label.column]), {"rows": 0}
+    since = as_utc(latest) - timedelta(hours=hours)
+    rows = recent_labelled(engine, spec, limit=10_000_000, since=since)
     gate, rows = rows.iloc[:GATE_ROWS], rows.iloc[GATE_ROWS:]  # newest first
     if len(gate):
         rows = rows[rows["ts"] < gate["ts"].min()]  # ties at the boundary stay the gate's
@@ -46,12 +50,14 @@ def traffic_for_training(engine: Engine, *, hours: int) -> tuple[pd.DataFrame, d
     return rows, {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in span.items()}
 
 
-def retraining_data(data: Path, engine: Engine, *, hours: int) -> TrainingData:
+def retraining_data(data: Path, spec: DatasetSpec, engine: Engine, *, hours: int) -> TrainingData:
     """The training file plus the traffic, in memory, with where each part came from."""
-    base = read_training_data(data)
-    traffic, span = traffic_for_training(engine, hours=hours)
+    base = read_training_data(data, spec)
+    traffic, span = traffic_for_training(engine, spec, hours=hours)
     dataset = dataset_from_frames(
-        [base.dataset.features, traffic], [base.dataset.target, traffic[TARGET]]
+        spec,
+        [base.dataset.features, traffic],
+        [base.dataset.target, traffic[spec.label.column]],
     )
     provenance = {
         **base.provenance,
@@ -59,7 +65,7 @@ def retraining_data(data: Path, engine: Engine, *, hours: int) -> TrainingData:
         "file_rows": base.provenance["rows"],
         "traffic": span,
     }
-    return TrainingData(dataset, provenance)
+    return TrainingData(spec, dataset, provenance)
 
 
 def retrain(
@@ -67,6 +73,7 @@ def retrain(
     engine: Engine,
     workdir: Path,
     *,
+    spec: DatasetSpec,
     hours: int,
     seed: int = 42,
     trials: int = 0,
@@ -74,6 +81,15 @@ def retrain(
 ) -> Path:
     """Train a challenger into `workdir/set`; returns that folder. With `trials` 0, `params`
     (the champion's hyperparameters) are used as they are."""
-    rows = retraining_data(data, engine, hours=hours)
-    train(rows, workdir / "set", seed=seed, trials=trials, params=None if trials else params)
+    from src.report import documents
+
+    rows = retraining_data(data, spec, engine, hours=hours)
+    train(
+        rows,
+        workdir / "set",
+        seed=seed,
+        trials=trials,
+        params=None if trials else params,
+        documents=documents,
+    )
     return workdir / "set"

@@ -14,8 +14,8 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from src.contract import format_errors
-from src.predictor import Predictor
+from src.model.contract import format_errors
+from src.model.predictor import Predictor
 
 JSON_TYPES = ("application/json", "text/json")
 _WANTED_HEADERS = frozenset(
@@ -108,7 +108,7 @@ def parse_rows(body: bytes, predictor: Predictor, max_rows: int) -> ParsedRows:
     try:
         rows = predictor.adapter.validate_json(body)
     except ValidationError as exc:
-        errors = format_errors(exc, predictor.contract.nullable)
+        errors = format_errors(exc, predictor.spec, predictor.contract.nullable)
         count = len(errors)
         message = f"invalid request: {count} error{'s' * (count != 1)}"
         return ParsedRows([], None, error(400, message, errors))

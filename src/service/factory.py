@@ -18,8 +18,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.routing import Route
 
+from src.loop.metrics_files import metrics_dir
 from src.loop.tables import upgrade
-from src.multiprocess_metrics import metrics_dir
 from src.registry.core import Registry
 from src.service.body import error
 from src.service.observability import (

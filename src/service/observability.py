@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from src.multiprocess_metrics import HELP, MetricFiles, export, forget_me, forget_the_dead
+from src.loop.metrics_files import HELP, MetricFiles, export, forget_me, forget_the_dead
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client's request id is echoed only if it is short and plain; anything else gets a fresh one,

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from src.contract import InputContract
+from src.model.contract import InputContract
 from src.service.models import ErrorResponse, PredictResponse
 from src.service.routes.predict import SUMMARY
 

@@ -16,12 +16,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
-from src.artifacts import load_bundle
-from src.compiled import FolderBuilds, build_key
 from src.errors import ArtifactError
 from src.loop.tables import make_engine
 from src.loop.writer import PredictionLog
-from src.predictor import Predictor, TreeBuilds
+from src.model.artifacts import load_bundle
+from src.model.compiled import FolderBuilds, build_key
+from src.model.predictor import Predictor, TreeBuilds
 from src.registry.core import CHAMPION, Registry, champion_folder
 from src.service.observability import ServiceMetrics
 from src.settings import Settings

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from src.multiprocess_metrics import collect
-from src.predictor import Predictor
+from src.loop.metrics_files import collect
+from src.model.predictor import Predictor
 from src.service.auth import require_token
 from src.service.body import error
 from src.service.models import ErrorResponse

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from src.agent import DriftSummary, load_metrics, monitor
 from src.agent.observations import describe_drift, describe_metrics, file_origin
 from src.errors import DataError
-from src.pages import (
+from src.report.pages import (
     Monitoring,
     attached_mitigation,
     described,

@@ -6,7 +6,9 @@ Revision ID: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from src.schema import COLUMNS
+from src.dataset.spec import adult_spec
+
+COLUMNS = [adult_spec().column(name) for name in adult_spec().features]
 
 revision = "0001"
 down_revision = None
@@ -35,7 +37,7 @@ def upgrade() -> None:
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
         sa.Column("model_version", sa.String(64), nullable=False),
         *(
-            sa.Column(c.name, sa.Float if c.kind == "numeric" else sa.String(200), nullable=True)
+            sa.Column(c.name, sa.Float if c.is_numeric else sa.String(200), nullable=True)
             for c in COLUMNS
         ),
         sa.Column("probability", sa.Float, nullable=False),

@@ -13,7 +13,9 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from src.schema import COLUMNS
+from src.dataset.spec import adult_spec
+
+COLUMNS = [adult_spec().column(name) for name in adult_spec().features]
 
 revision = "0002"
 down_revision = "0001"
@@ -36,7 +38,7 @@ def upgrade() -> None:
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("model_version", sa.String(64), nullable=False),
         *(
-            sa.Column(c.name, sa.Float if c.kind == "numeric" else sa.String(200), nullable=True)
+            sa.Column(c.name, sa.Float if c.is_numeric else sa.String(200), nullable=True)
             for c in COLUMNS
         ),
         sa.Column("probability", sa.Float, nullable=False),
@@ -80,7 +82,7 @@ def downgrade() -> None:
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("model_version", sa.String(64), nullable=False),
         *(
-            sa.Column(c.name, sa.Float if c.kind == "numeric" else sa.String(200), nullable=True)
+            sa.Column(c.name, sa.Float if c.is_numeric else sa.String(200), nullable=True)
             for c in COLUMNS
         ),
         sa.Column("probability", sa.Float, nullable=False),

@@ -3,14 +3,17 @@ hyperparameters, and scored on the same validation rows with bootstrap 95% inter
 
 Candidates (docs/fairness-mitigation.md says what each costs and buys):
 - none: the plain model.
-- no_proxy: the model never sees the inputs the proxy check flags (`relationship` gives sex
-  away): their column is blank while the trees are fit, so no split uses it.
-- reweighing: Kamiran & Calders sample weights, so that every (sex, race) group carries the same
-  share of positives.
-- exponentiated_gradient: fairlearn's reductions approach under equalized odds by sex,
-  on the LightGBM model itself. Evaluation only: the result is a randomised mixture of boosters.
-- threshold_optimizer: fairlearn's per-group thresholds (equal opportunity by sex). It needs sex at
-  decision time: disparate treatment. Evaluation only, and only when asked for.
+- no_proxy: the model never sees the inputs the proxy check flags (on the census,
+  `relationship` gives sex away): their column is blank while the trees are fit, so no split
+  uses it.
+- reweighing: Kamiran & Calders sample weights, so that every group of the fairness attributes
+  (crossed) carries the same share of positives.
+- exponentiated_gradient: fairlearn's reductions approach under equalized odds by the first
+  fairness attribute (the constrained one), on the LightGBM model itself. Evaluation only: the
+  result is a randomised mixture of boosters.
+- threshold_optimizer: fairlearn's per-group thresholds (equal opportunity by the constrained
+  attribute). It needs that attribute at decision time: disparate treatment. Evaluation only, and
+  only when asked for.
 
 `python -m src.train --mitigation NAME` trains none, no_proxy or reweighing; training code only.
 """
@@ -25,11 +28,10 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from src.choices import TRAINABLE
-from src.evaluate import (
-    FAIRNESS_ATTRIBUTES,
+from src.training.evaluate import (
     GAP_LIMIT,
     auc_by_rows,
-    group_labels,
+    group_names,
     headline_gap_intervals,
     headline_gaps,
     normal_interval,
@@ -38,17 +40,26 @@ from src.evaluate import (
 
 # An input that predicts a sensitive attribute this well (cross-validated ROC-AUC) is a proxy.
 PROXY_AUC_LIMIT = 0.80
-# The attribute the reductions and the thresholds equalise: binary, and both groups large.
-CONSTRAINED_ATTRIBUTE = "sex"
 TABLE_DRAWS = 200
-GAP_KEYS = tuple(f"{a}_{k}" for a in FAIRNESS_ATTRIBUTES for k in ("dp", "eo"))
-DESCRIPTIONS = {
-    "none": "the plain model",
-    "no_proxy": "without the proxy inputs",
-    "reweighing": "Kamiran-Calders weights over sex x race",
-    "exponentiated_gradient": "fairlearn ExponentiatedGradient, equalized odds by sex (LightGBM)",
-    "threshold_optimizer": "fairlearn ThresholdOptimizer, equal opportunity by sex",
-}
+
+
+def gap_keys(groups: pd.DataFrame) -> tuple[str, ...]:
+    """The headline gaps' names for these fairness attributes: `<attribute>_dp`, `_eo`."""
+    return tuple(f"{a}_{k}" for a in groups.columns for k in ("dp", "eo"))
+
+
+def describe_candidate(name: str, attributes: tuple[str, ...]) -> str:
+    """What a candidate does, in the spec's own names; the first attribute is the constrained
+    one (the reductions and the thresholds equalise it)."""
+    first = attributes[0] if attributes else "the sensitive attribute"
+    return {
+        "none": "the plain model",
+        "no_proxy": "without the proxy inputs",
+        "reweighing": f"Kamiran-Calders weights over {' x '.join(attributes)}",
+        "exponentiated_gradient": f"fairlearn ExponentiatedGradient, equalized odds by {first} "
+        "(LightGBM)",
+        "threshold_optimizer": f"fairlearn ThresholdOptimizer, equal opportunity by {first}",
+    }[name]
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class FitChoice:
     name: str
     blanked: tuple[str, ...] = ()
     sample_weight: np.ndarray | None = field(default=None, repr=False)
+    attributes: tuple[str, ...] = ()  # the fairness attributes it was chosen for
 
     def training_matrix(self, matrix: np.ndarray, names: list[str]) -> np.ndarray:
         """The encoded training rows with the blanked inputs set to missing. Serving is unchanged:
@@ -71,7 +83,7 @@ class FitChoice:
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "description": DESCRIPTIONS[self.name],
+            "description": describe_candidate(self.name, self.attributes),
             "blanked_inputs": list(self.blanked),
             "reweighted": self.sample_weight is not None,
         }
@@ -90,9 +102,13 @@ def proxy_inputs(proxies: dict[str, dict[str, Any]]) -> tuple[str, ...]:
     return tuple(sorted(flagged))
 
 
-def joint_groups(sensitive: pd.DataFrame) -> np.ndarray:
-    first, second = (group_labels(sensitive[a]) for a in FAIRNESS_ATTRIBUTES)
-    return (first + " / " + second).to_numpy()
+def joint_groups(groups: pd.DataFrame) -> np.ndarray:
+    """Every fairness attribute's group, crossed: 'Male / White'."""
+    names = [group_names(groups[a]) for a in groups.columns]
+    joined = names[0]
+    for more in names[1:]:
+        joined = joined + " / " + more
+    return joined.to_numpy()
 
 
 def reweighing_weights(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -107,15 +123,18 @@ def reweighing_weights(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def fit_choice(
-    name: str, proxies: dict[str, dict[str, Any]], sensitive: pd.DataFrame, y: np.ndarray
+    name: str, proxies: dict[str, dict[str, Any]], groups: pd.DataFrame, y: np.ndarray
 ) -> FitChoice:
-    """What `python -m src.train --mitigation NAME` changes in the final fit."""
+    """What `python -m src.train --mitigation NAME` changes in the final fit (`groups`: the
+    fairness attributes' group names of the training rows)."""
+    attributes = tuple(groups.columns)
     if name == "none":
-        return FitChoice(name)
+        return FitChoice(name, attributes=attributes)
     if name == "no_proxy":
-        return FitChoice(name, blanked=proxy_inputs(proxies))
+        return FitChoice(name, blanked=proxy_inputs(proxies), attributes=attributes)
     if name == "reweighing":
-        return FitChoice(name, sample_weight=reweighing_weights(y, joint_groups(sensitive)))
+        weights = reweighing_weights(y, joint_groups(groups))
+        return FitChoice(name, sample_weight=weights, attributes=attributes)
     raise ValueError(f"{name} is not a trainable mitigation (choose from {', '.join(TRAINABLE)})")
 
 
@@ -144,7 +163,7 @@ def metric_draws(
         "roc_auc": auc_by_rows(y, outcome.scores[picks]),
         "accuracy": (decided == y.astype(bool)).mean(axis=1),
     }
-    for attribute in FAIRNESS_ATTRIBUTES:
+    for attribute in sensitive.columns:
         signed = signed_gap_draws(y_true, decided, sensitive[attribute], picks)
         for kind, gaps in signed.items():
             widest = np.nanmax(np.abs(np.stack(gaps)), axis=0) if gaps else np.zeros(len(y))
@@ -176,7 +195,7 @@ def _intervals(
 ) -> dict[str, list[float]]:
     """ROC-AUC and accuracy: percentile intervals; the headline gaps: evaluate's
     HEADLINE_INTERVAL (a percentile interval of an absolute value is biased away from 0)."""
-    out = {k: _interval(d) for k, d in draws.items() if k not in GAP_KEYS}
+    out = {k: _interval(d) for k, d in draws.items() if k not in gap_keys(sensitive)}
     decided = outcome.decisions.astype(bool)
     out |= headline_gap_intervals(y_true, decided, sensitive, picks)
     return out
@@ -200,7 +219,7 @@ def comparison_table(
         rows.append(
             {
                 "candidate": name,
-                "description": DESCRIPTIONS[name],
+                "description": describe_candidate(name, tuple(sensitive.columns)),
                 "trainable": name in TRAINABLE,
                 "train_seconds": round(outcome.seconds, 2),
                 "metrics": {k: round(v, 4) for k, v in point.items()},
@@ -219,10 +238,14 @@ def comparison_table(
     return rows
 
 
+def _gaps(row: dict[str, Any]) -> list[str]:
+    return [k for k in row["metrics"] if k.endswith(("_dp", "_eo"))]
+
+
 def _opens_a_gap(row: dict[str, Any], plain: dict[str, Any]) -> str | None:
     """A headline gap the candidate widens beyond the noise, or pushes above GAP_LIMIT from
     below it: trading one flagged gap for another is no mitigation."""
-    for key in GAP_KEYS:
+    for key in _gaps(plain):
         widened = row["vs_none_ci95"][key][0] > 0
         crossed = row["metrics"][key] > GAP_LIMIT >= plain["metrics"][key]
         if widened or crossed:
@@ -230,12 +253,15 @@ def _opens_a_gap(row: dict[str, Any], plain: dict[str, Any]) -> str | None:
     return None
 
 
-def recommend(rows: list[dict[str, Any]], *, max_accuracy_loss: float = 0.01) -> dict[str, str]:
+def recommend(
+    rows: list[dict[str, Any]], attribute: str, *, max_accuracy_loss: float = 0.01
+) -> dict[str, str]:
     """The candidate a careful team would ship, from the numbers: one that decides without a
-    sensitive attribute, narrows the sex selection-rate gap beyond the bootstrap noise, costs at
-    most `max_accuracy_loss` accuracy and opens no other gap; else the plain model."""
+    sensitive attribute, narrows `attribute`'s selection-rate gap beyond the bootstrap noise,
+    costs at most `max_accuracy_loss` accuracy and opens no other gap; else the plain model."""
     plain = next(r for r in rows if r["candidate"] == "none")
     p = plain["metrics"]
+    key = f"{attribute}_dp"
     reasons = []
     clear = []
     for r in rows:
@@ -243,10 +269,10 @@ def recommend(rows: list[dict[str, Any]], *, max_accuracy_loss: float = 0.01) ->
             continue
         m = r["metrics"]
         opened = _opens_a_gap(r, plain)
-        narrows = f"{r['candidate']} narrows the sex selection-rate gap to {m['sex_dp']:.3f}"
-        if r["vs_none_ci95"]["sex_dp"][1] >= 0:
+        narrows = f"{r['candidate']} narrows the {attribute} selection-rate gap to {m[key]:.3f}"
+        if r["vs_none_ci95"][key][1] >= 0:
             reasons.append(
-                f"{r['candidate']} does not narrow the sex selection-rate gap beyond noise"
+                f"{r['candidate']} does not narrow the {attribute} selection-rate gap beyond noise"
             )
         elif p["accuracy"] - m["accuracy"] > max_accuracy_loss:
             reasons.append(f"{narrows} but costs {p['accuracy'] - m['accuracy']:.3f} accuracy")
@@ -258,16 +284,16 @@ def recommend(rows: list[dict[str, Any]], *, max_accuracy_loss: float = 0.01) ->
         return {
             "candidate": "none",
             "why": "The plain model stays: " + "; ".join(reasons) + ". Per-group thresholds "
-            "would decide with sex, which credit and hiring law largely forbids. The gaps stay "
-            "reported, and the registry's gate refuses a model that widens them.",
+            f"would decide with {attribute}, which credit and hiring law largely forbids. The "
+            "gaps stay reported, and the registry's gate refuses a model that widens them.",
         }
-    best = min(clear, key=lambda r: r["metrics"]["sex_dp"])
-    m, ci = best["metrics"], best["vs_none_ci95"]["sex_dp"]
+    best = min(clear, key=lambda r: r["metrics"][key])
+    m, ci = best["metrics"], best["vs_none_ci95"][key]
     return {
         "candidate": best["candidate"],
-        "why": f"{best['candidate']} ({best['description']}) narrows the sex selection-rate gap "
-        f"from {p['sex_dp']:.3f} to {m['sex_dp']:.3f} (paired 95% CI of the change "
+        "why": f"{best['candidate']} ({best['description']}) narrows the {attribute} "
+        f"selection-rate gap from {p[key]:.3f} to {m[key]:.3f} (paired 95% CI of the change "
         f"{ci[0]:+.3f} to {ci[1]:+.3f}) for {p['accuracy'] - m['accuracy']:.4f} accuracy and "
         f"{p['roc_auc'] - m['roc_auc']:.4f} ROC-AUC, opens no other gap, and decides without "
-        "sex, unlike per-group thresholds.",
+        f"{attribute}, unlike per-group thresholds.",
     }

@@ -24,19 +24,15 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-FAIRNESS_ATTRIBUTES = ("sex", "race")
-GAP_LIMIT = 0.10
-# A group with fewer rows, or fewer than MIN_GROUP_CLASS rows of either class, gives rates too
-# noisy to act on: its numbers are reported and flagged, not hidden.
-MIN_GROUP_ROWS = 50
-MIN_GROUP_CLASS = 10
+from src.choices import GAP_LIMIT, MIN_GROUP_CLASS, MIN_GROUP_ROWS
+from src.dataset.groups import MISSING_GROUP
+
 BOOTSTRAP_DRAWS = 200
-MISSING_GROUP = "missing"
 
 
-def group_labels(sensitive: pd.Series) -> pd.Series:
-    """A sensitive column as group names: text, missing values as the group "missing"."""
-    return sensitive.astype(object).fillna(MISSING_GROUP).astype(str)
+def group_names(groups: pd.Series) -> pd.Series:
+    """Group names as text (src/dataset/groups.py made them; missing is a group of its own)."""
+    return groups.astype(object).fillna(MISSING_GROUP).astype(str)
 
 
 def classification_metrics(
@@ -190,7 +186,7 @@ def group_fairness(
     """Per-group n, positives, ROC-AUC, TPR, FPR and selection rate at `threshold` (fairlearn
     MetricFrame, with bootstrap 95% intervals), and the gaps against the largest group."""
     y_true = np.asarray(y_true).astype(int)
-    groups = group_labels(sensitive_features).to_numpy()
+    groups = group_names(sensitive_features).to_numpy()
     predicted = (np.asarray(proba) >= threshold).astype(int)
     rates = MetricFrame(
         metrics={
@@ -260,7 +256,7 @@ def proxy_check(
     out: dict[str, dict[str, Any]] = {}
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
     for attribute in sensitive.columns:
-        values = group_labels(sensitive[attribute])
+        values = group_names(sensitive[attribute])
         majority = values.value_counts().idxmax()
         target = (values != majority).to_numpy().astype(int)
         if min(target.sum(), len(target) - target.sum()) < folds.n_splits:
@@ -294,7 +290,7 @@ def headline_gap_groups(y_true: np.ndarray, sensitive: pd.Series) -> tuple[str, 
     """The reference group (the largest) and the other groups big enough to act on: the groups
     the headline gaps compare. Small groups stay in the per-group report, flagged."""
     y_true = np.asarray(y_true).astype(int)
-    groups = group_labels(sensitive).to_numpy()
+    groups = group_names(sensitive).to_numpy()
     names, sizes = np.unique(groups, return_counts=True)
     reference = str(names[np.argmax(sizes)])
     big = []
@@ -309,28 +305,18 @@ def headline_gap_groups(y_true: np.ndarray, sensitive: pd.Series) -> tuple[str, 
     return reference, big
 
 
-# The one headline number per attribute and gap, and its rule, as every report states it.
-HEADLINE_RULE = (
-    f"the widest gap against the largest group, among groups of at least {MIN_GROUP_ROWS} rows "
-    f"with {MIN_GROUP_CLASS} of each class (smaller groups are listed, flagged, not counted)"
-)
-HEADLINE_INTERVAL = (
-    "95%: each group's signed difference from the largest group, plus or minus 1.96 bootstrap "
-    "standard errors (paired resamples), taken to its absolute value; the widest over groups"
-)
-
-
 def headline_gaps(
     y_true: np.ndarray, proba: np.ndarray, sensitive: pd.DataFrame, *, threshold: float = 0.5
 ) -> dict[str, float]:
     """The widest demographic-parity (selection rate) and equal-opportunity (TPR) gaps against
-    the largest group, among groups big enough (HEADLINE_RULE), per attribute: `sex_dp`,
-    `sex_eo`, `race_dp`, `race_eo`. Training's report, the card, the mitigation table and the
-    registry's gate all read these, and only these."""
+    the largest group, among groups big enough (HEADLINE_RULE), per attribute of `sensitive`
+    (group names, one column per attribute): `<attribute>_dp`, `<attribute>_eo`. Training's
+    report, the card, the mitigation table and the registry's gate all read these, and only
+    these."""
     y_true = np.asarray(y_true).astype(int)
     decided = np.asarray(proba) >= threshold
     out: dict[str, float] = {}
-    for attribute in FAIRNESS_ATTRIBUTES:
+    for attribute in sensitive.columns:
         for kind, gaps in signed_gap_draws(y_true, decided[None, :], sensitive[attribute]).items():
             out[f"{attribute}_{kind}"] = max((abs(float(g[0])) for g in gaps), default=0.0)
     return out
@@ -342,7 +328,7 @@ def signed_gap_draws(
     """Per gap kind, each counted group's rate minus the largest group's, one value per row of
     `decided` (a resample each; `picks` are the rows it drew, None for the rows as they are)."""
     reference, others = headline_gap_groups(y, sensitive)
-    groups = group_labels(sensitive).to_numpy()
+    groups = group_names(sensitive).to_numpy()
     if picks is not None:
         y, groups = y[picks], groups[picks]
     else:
@@ -369,7 +355,7 @@ def headline_gap_intervals(
     y_true = np.asarray(y_true).astype(int)
     decided = np.asarray(decided).astype(bool)
     out: dict[str, list[float]] = {}
-    for attribute in FAIRNESS_ATTRIBUTES:
+    for attribute in sensitive.columns:
         points = signed_gap_draws(y_true, decided[None, :], sensitive[attribute])
         draws = signed_gap_draws(y_true, decided[picks], sensitive[attribute], picks)
         for kind in points:

@@ -39,7 +39,7 @@ def build_key() -> str:
     return f"{versions}-{platform.machine()}-{cpu}"
 
 
-def compiled_trees(booster: Any, object_code: bytes | None = None) -> tuple[Any, Any, bytes]:
+def compiled_trees(model_text: str, object_code: bytes | None = None) -> tuple[Any, Any, bytes]:
     """(entry point, what keeps it alive, the object code). With `object_code` (verified by the
     caller) nothing is compiled. lleaves' own predict() spends more time converting arrays and
     building ctypes pointers than in the trees for a single row, so the service calls the entry
@@ -48,7 +48,7 @@ def compiled_trees(booster: Any, object_code: bytes | None = None) -> tuple[Any,
 
     with tempfile.TemporaryDirectory() as folder:  # private to this process (mode 0700)
         model_file, cache = Path(folder) / "model.txt", Path(folder) / "trees.o"
-        booster.save_model(str(model_file))
+        model_file.write_text(model_text)
         if object_code is not None:
             cache.write_bytes(object_code)
         compiled = lleaves.Model(model_file=str(model_file))

@@ -1,7 +1,12 @@
-"""The training artifact set: written all-or-nothing, read back only after its hashes check out."""
+"""The training artifact set: written all-or-nothing, read back only after its hashes check out.
+
+Serving reads the spec, the encoding and the trees' text, never a pickle: scikit-learn and
+LightGBM's Python package load only when something asks for the pickled pipeline or model (the
+reference path, the gate's recomputation, a set from before those files existed)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -9,7 +14,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,12 @@ from src.errors import ArtifactError
 
 PIPELINE_FILE = "feature_pipeline.pkl"
 MODEL_FILE = "model.pkl"
+# The trees as LightGBM writes them (model_to_string): what lleaves compiles, no pickle needed.
+MODEL_TEXT_FILE = "model.txt"
+# What the fitted pipeline learned, as data: fill values and category codes (serving's encoder).
+ENCODING_FILE = "encoding.json"
+# The dataset spec the set was trained from: the request contract, the log, drift, the card.
+SPEC_FILE = "dataset_spec.yaml"
 METRICS_FILE = "metrics.json"
 # Validation rows with their training-time probabilities: the service re-predicts them at startup.
 SAMPLE_FILE = "sample_rows.json"
@@ -42,7 +52,7 @@ STAGING_PREFIX = ".staging-"
 # The libraries whose pickles must be read by the same version that wrote them.
 PICKLE_LIBRARIES = ("scikit-learn", "lightgbm")
 TRACKED_LIBRARIES = ("numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "fairlearn")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def library_versions() -> dict[str, str]:
@@ -150,21 +160,74 @@ def model_version(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
 class ModelBundle:
-    """A verified, loaded artifact set."""
+    """A verified artifact set. The pickles are read (and unpickled, after their hash check) only
+    when asked for: serving needs the spec, the encoding and the trees' text."""
 
-    pipeline: Any  # fitted sklearn ColumnTransformer
-    model: Any  # fitted lightgbm.LGBMClassifier
-    manifest: dict[str, Any]
-    metrics: dict[str, Any]
-    sample: dict[str, Any]
-    folder: Path
-    card: str | None  # the model card, when the set has one (sets before it did not)
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        metrics: dict[str, Any],
+        sample: dict[str, Any],
+        card: str | None,
+    ) -> None:
+        self.folder, self.manifest, self.metrics, self.sample, self.card = (
+            folder,
+            manifest,
+            metrics,
+            sample,
+            card,
+        )
+        self._pickles: dict[str, Any] | None = None
 
     @property
     def version(self) -> str:
         return model_version(self.manifest)
+
+    def _has(self, name: str) -> bool:
+        return name in self.manifest["files"]
+
+    @functools.cached_property
+    def spec(self) -> Any:
+        """The set's dataset spec (a set from before specs: the Adult census spec)."""
+        from src.dataset.spec import adult_spec, parse_spec
+
+        if not self._has(SPEC_FILE):
+            return adult_spec()
+        text = read_verified(self.folder, SPEC_FILE, self.manifest).decode("utf-8")
+        return parse_spec(text, str(self.folder / SPEC_FILE))
+
+    @functools.cached_property
+    def encoding(self) -> dict[str, Any]:
+        """Fill values and category codes (from the pickled pipeline for an older set)."""
+        if self._has(ENCODING_FILE):
+            return json.loads(read_verified(self.folder, ENCODING_FILE, self.manifest))
+        from src.model.encoder import encoding_from_pipeline
+
+        return encoding_from_pipeline(self.pipeline, self.spec)
+
+    @functools.cached_property
+    def model_text(self) -> str:
+        """The trees as LightGBM's text (from the pickled model for an older set)."""
+        if self._has(MODEL_TEXT_FILE):
+            return read_verified(self.folder, MODEL_TEXT_FILE, self.manifest).decode("utf-8")
+        return str(self.model.booster_.model_to_string())
+
+    @property
+    def pipeline(self) -> Any:
+        """The fitted scikit-learn ColumnTransformer (the reference path)."""
+        return self._unpickled()[PIPELINE_FILE]
+
+    @property
+    def model(self) -> Any:
+        """The fitted lightgbm.LGBMClassifier (the reference path)."""
+        return self._unpickled()[MODEL_FILE]
+
+    def _unpickled(self) -> dict[str, Any]:
+        if self._pickles is None:
+            self._pickles = unpickle(self.folder, self.manifest)
+        return self._pickles
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -199,10 +262,9 @@ def read_verified(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
     return data
 
 
-def load_bundle(folder: str | Path) -> ModelBundle:
-    """Load the artifact set in `folder`; every pickle's hash is checked before it is unpickled."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
+def unpickle(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline and the model, each pickle's hash checked before it is unpickled, by the
+    library versions that wrote them."""
     installed = library_versions()
     for library in PICKLE_LIBRARIES:
         trained = manifest.get("versions", {}).get(library)
@@ -212,27 +274,35 @@ def load_bundle(folder: str | Path) -> ModelBundle:
                 "retrain with the pinned requirements"
             )
     blobs = {name: read_verified(folder, name, manifest) for name in PICKLES}
+    try:
+        # Trust boundary: the artifact folder is trusted, and its hashes were just verified.
+        loaded = {name: pickle.loads(blob) for name, blob in blobs.items()}  # noqa: S301
+    except Exception as exc:  # any unpickling failure means the same thing to the caller
+        raise ArtifactError(f"{folder}: cannot unpickle the model ({type(exc).__name__})") from None
+    if not hasattr(loaded[PIPELINE_FILE], "transform") or not hasattr(
+        loaded[MODEL_FILE], "booster_"
+    ):
+        raise ArtifactError(
+            f"{folder}: the pickles do not hold a fitted pipeline and LightGBM model"
+        )
+    return loaded
+
+
+def load_bundle(folder: str | Path) -> ModelBundle:
+    """Load the artifact set in `folder`: every file the manifest lists is checked against its
+    hash (a set with one bad file is a bad set, whatever serving reads of it), then the spec,
+    the encoding and the trees' text are read. No pickle is unpickled here."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for name in manifest["files"]:
+        read_verified(folder, name, manifest)
     metrics = json.loads(read_verified(folder, METRICS_FILE, manifest))
     sample = json.loads(read_verified(folder, SAMPLE_FILE, manifest))
     card = None
     if CARD_FILE in manifest["files"]:
         card = read_verified(folder, CARD_FILE, manifest).decode("utf-8")
-    try:
-        # Trust boundary: the artifact folder is trusted, and its hashes were just verified.
-        pipeline = pickle.loads(blobs[PIPELINE_FILE])  # noqa: S301
-        model = pickle.loads(blobs[MODEL_FILE])  # noqa: S301
-    except Exception as exc:  # any unpickling failure means the same thing to the caller
-        raise ArtifactError(f"{folder}: cannot unpickle the model ({type(exc).__name__})") from None
-    if not hasattr(pipeline, "transform") or not hasattr(model, "booster_"):
-        raise ArtifactError(
-            f"{folder}: the pickles do not hold a fitted pipeline and LightGBM model"
-        )
-    return ModelBundle(
-        pipeline=pipeline,
-        model=model,
-        manifest=manifest,
-        metrics=metrics,
-        sample=sample,
-        folder=folder,
-        card=card,
-    )
+    bundle = ModelBundle(folder, manifest, metrics, sample, card)
+    if MODEL_TEXT_FILE not in manifest["files"]:
+        bundle._unpickled()  # an older set: its pickles are its trees
+    _ = bundle.spec, bundle.encoding, bundle.model_text  # verified now, not on first use
+    return bundle
