@@ -17,6 +17,7 @@ CLIS = (
     "src.monitor_window",
     "src.report",
     "src.dataset",
+    "src.predict",
     "src.mitigation_table",
     "src.make_data",
     "src.registry",
@@ -67,6 +68,8 @@ def test_help_answers_before_the_heavy_imports(module: str) -> None:
         ("src.monitor_window", ["--reference", "missing-folder"]),
         ("src.report", ["--artifacts", "missing-folder"]),
         ("src.mitigation_table", ["--artifacts", "missing-folder"]),
+        ("src.predict", ["--data", "missing.csv", "--out", "out.csv"]),
+        ("src.dataset", ["check", "--data", "missing.csv", "--spec", "missing.yaml"]),
     ],
 )
 def test_a_missing_file_is_one_line_before_the_heavy_imports(module: str, args: list[str]) -> None:

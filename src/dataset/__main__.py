@@ -76,14 +76,13 @@ def run_infer(args: argparse.Namespace) -> int:
     import re
 
     from src.dataset.infer import Options, draft_spec, read_for_infer
+    from src.errors import DataError
     from src.fileio import write_text_atomic
 
     started = time.perf_counter()
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", args.data.stem).strip("-") or "dataset"
     table = read_for_infer(args.data)
-    print(
-        f"read {args.data}: {table.num_rows:,} rows, {table.num_columns} columns", file=sys.stderr
-    )
+    print(f"read {args.data}: {table.num_rows:,} rows, {table.num_columns} columns")
     options = Options(
         label=args.label,
         positive=args.positive,
@@ -94,7 +93,10 @@ def run_infer(args: argparse.Namespace) -> int:
         inputs=tuple(args.inputs),
         name=name,
     )
-    draft = draft_spec(table, options, source=args.data.name)
+    try:
+        draft = draft_spec(table, options, source=args.data.name)
+    except DataError as exc:  # what the user told infer does not fit the table: say which table
+        raise DataError(f"{args.data}: {exc}") from None
     width = max(len(d.column) for d in draft.decisions)
     for decision in draft.decisions:
         print(decision.line(width))

@@ -13,7 +13,7 @@ from pathlib import Path
 from src.dataset.spec import DatasetSpec
 from src.dataset.table import (
     Problem,
-    _combined,
+    combined,
     extra_columns,
     label_column,
     label_encoding,
@@ -59,7 +59,7 @@ def check_table(path: str | Path, spec: DatasetSpec) -> CheckResult:
     problems += faults
     if encoding is not None:
         _, fault, _ = label_column(
-            _combined(table.column(encoding.column)), encoding, frozenset(spec.missing)
+            combined(table.column(encoding.column)), encoding, frozenset(spec.missing)
         )
         problems += [fault] if fault is not None else []
     return CheckResult(table.num_rows, problems)

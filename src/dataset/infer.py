@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,9 +157,9 @@ def _numbers(name: str, n: int, values: np.ndarray, integer: bool, tokens: set[s
 
 
 def _texts(name: str, n: int, column: pa.ChunkedArray, tokens: frozenset[str]) -> Profile:
-    from src.dataset.table import _combined, _distinct
+    from src.dataset.table import combined, distinct_codes
 
-    codes, raw = _distinct(_combined(column))
+    codes, raw = distinct_codes(combined(column))
     texts = [None if v is None else str(v).strip() for v in raw]
     seen_tokens = {t for t in texts if t is not None and t in tokens}
     present = sorted({t for t in texts if t is not None and t not in tokens})
@@ -458,8 +459,8 @@ def _number_column(
         spec = ColumnSpec(name=name, kind="categorical", categories=categories, nullable=nullable)
         why = (
             f"integer codes ({profile.distinct} values: {', '.join(map(str, categories[:8]))}"
-            f"{' ...' if len(categories) > 8 else ''}): categorical (--numeric {name} keeps "
-            "it a number)"
+            f"{' ...' if len(categories) > 8 else ''}): categorical (--numeric {shlex.quote(name)} "
+            "keeps it a number)"
             if codes
             else "numbers read as categories (--categorical)"
         )
@@ -531,7 +532,7 @@ def _suggestions(decisions: list[Decision], options: Options) -> list[str]:
         if SENSITIVE_NAMES.search(name):
             out.append(
                 f"'{name}' looks like a sensitive attribute: it stays a model input unless you "
-                f"confirm it with --sensitive {name} (then it is measured, never used)"
+                f"confirm it with --sensitive {shlex.quote(name)} (then it is measured, never used)"
             )
     return out
 
@@ -587,7 +588,7 @@ def _leakage(
             continue
         reason = (
             f"SUSPECTED LEAKAGE: alone it separates the label (out-of-fold ROC-AUC {auc:.3f}); "
-            f"excluded (--keep {column.name} keeps it)"
+            f"excluded (--keep {shlex.quote(column.name)} keeps it)"
         )
         columns[i] = ColumnSpec(name=column.name, kind="excluded", reason=reason)
         decisions[i] = Decision(column.name, "excluded", reason, loud=True)

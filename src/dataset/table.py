@@ -214,7 +214,7 @@ def _line_with_fields(path: Path, expected: int) -> int | None:
 # --- columns --------------------------------------------------------------------------------------
 
 
-def _combined(column: pa.ChunkedArray) -> pa.Array:
+def combined(column: pa.ChunkedArray) -> pa.Array:
     if pa.types.is_dictionary(column.type):
         column = column.unify_dictionaries()
         if column.num_chunks == 0:
@@ -224,7 +224,7 @@ def _combined(column: pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks()
 
 
-def _distinct(array: pa.Array) -> tuple[np.ndarray, list[Any]]:
+def distinct_codes(array: pa.Array) -> tuple[np.ndarray, list[Any]]:
     """(codes per row, -1 for null; the distinct values): dictionary-encode when not already."""
     if not pa.types.is_dictionary(array.type):
         array = pc.dictionary_encode(array)
@@ -253,7 +253,7 @@ def _problem(kind: str, name: str, mask: np.ndarray, values: Any, detail: str) -
     )
 
 
-class _Column:
+class ColumnCheck:
     """One column's values and what went wrong, filled by the converters below."""
 
     def __init__(self, spec: ColumnSpec, n: int) -> None:
@@ -279,7 +279,7 @@ def _raw_values(array: pa.Array) -> Any:
 
 
 def numeric_column(
-    array: pa.Array, column: _Column, tokens: frozenset[str], *, lenient: bool
+    array: pa.Array, column: ColumnCheck, tokens: frozenset[str], *, lenient: bool
 ) -> np.ndarray:
     """Float64, NaN for missing; text that is no number, infinities and values outside the
     spec's range are faults (outside the range is kept when `lenient`: drift measures it)."""
@@ -348,13 +348,13 @@ def _category_text(value: Any, integer: bool) -> str | None:
 
 
 def categorical_column(
-    array: pa.Array, column: _Column, tokens: frozenset[str], *, lenient: bool
+    array: pa.Array, column: ColumnCheck, tokens: frozenset[str], *, lenient: bool
 ) -> pd.Categorical:
     """Text categories (sorted), NaN for missing. A value outside the domain is a fault, or
     missing when the spec says `unknown: missing` (counted in a note); kept when `lenient` or the
     column is sensitive (a new group is still a group)."""
     spec = column.spec
-    codes, distinct = _distinct(array)
+    codes, distinct = distinct_codes(array)
     integer = spec.integer_codes
     domain = {str(c) for c in spec.categories or ()}
     keep_unknown = lenient or spec.sensitive or not domain
@@ -390,12 +390,12 @@ def _category_order(integer: bool) -> Any:
     return (lambda text: int(text)) if integer else (lambda text: text)
 
 
-def boolean_column(array: pa.Array, column: _Column, tokens: frozenset[str]) -> np.ndarray:
+def boolean_column(array: pa.Array, column: ColumnCheck, tokens: frozenset[str]) -> np.ndarray:
     """1.0 / 0.0, NaN for missing: true/false, yes/no, 1/0 (any case) or a stored boolean."""
     if pa.types.is_boolean(array.type):
         values = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
         return np.where(np.asarray(array.is_valid(), dtype=bool), values, np.nan)
-    codes, distinct = _distinct(array)
+    codes, distinct = distinct_codes(array)
     mapped, bad = [], []
     for i, value in enumerate(distinct):
         text = None if value is None else _as_text(value)
@@ -415,7 +415,7 @@ def boolean_column(array: pa.Array, column: _Column, tokens: frozenset[str]) -> 
     return np.append(np.asarray(mapped, dtype=np.float64), np.nan)[codes]
 
 
-def datetime_column(array: pa.Array, column: _Column, tokens: frozenset[str]) -> pd.Series:
+def datetime_column(array: pa.Array, column: ColumnCheck, tokens: frozenset[str]) -> pd.Series:
     """UTC timestamps, NaT for missing; text that is no date is a fault."""
     if pa.types.is_timestamp(array.type) or pa.types.is_date(array.type):
         return pd.Series(pd.to_datetime(array.to_pandas(), utc=True))
@@ -441,9 +441,9 @@ def days_since_epoch(times: pd.Series) -> np.ndarray:
 
 def convert_column(
     array: pa.Array, spec: ColumnSpec, tokens: frozenset[str], *, lenient: bool
-) -> tuple[Any, _Column]:
+) -> tuple[Any, ColumnCheck]:
     """One column as the spec's kind says, with its faults."""
-    column = _Column(spec, len(array))
+    column = ColumnCheck(spec, len(array))
     if spec.kind == "numeric":
         return numeric_column(array, column, tokens, lenient=lenient), column
     if spec.kind == "categorical":
@@ -482,7 +482,7 @@ def label_column(
     )
     positives = {_label_key(v, numeric) for v in encoding.positives}
     negatives = {_label_key(v, numeric) for v in encoding.negatives}
-    codes, distinct = _distinct(array)
+    codes, distinct = distinct_codes(array)
     mapped, bad = [], []
     for i, value in enumerate(distinct):
         key = None if value is None or _as_text(value) in tokens else _label_key(value, numeric)
@@ -539,7 +539,7 @@ def parse_table(
         if name not in table.column_names:
             continue
         converted, column = convert_column(
-            _combined(table.column(name)), spec.column(name), tokens, lenient=lenient
+            combined(table.column(name)), spec.column(name), tokens, lenient=lenient
         )
         values[name] = converted
         bad |= column.bad
@@ -602,7 +602,7 @@ def load_dataset(
     keep = np.ones(table.num_rows, dtype=bool)
     if require_target and encoding is not None:
         labels, problem, missing = label_column(
-            _combined(table.column(encoding.column)), encoding, frozenset(spec.missing)
+            combined(table.column(encoding.column)), encoding, frozenset(spec.missing)
         )
         if problem is not None:
             raise DataError(f"{path}: {problem.first}")
@@ -646,6 +646,25 @@ def dataset_from_frames(
             )
     target = pd.Series(np.concatenate([np.asarray(t) for t in targets]), name="label")
     return Dataset(features_frame(spec, columns), target.astype("int8"))
+
+
+NUMBER_ONLY = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def request_value(column: ColumnSpec, text: Any) -> Any:
+    """A table's raw value as a client would send it in JSON (numbers as numbers, true/false as
+    booleans, the rest as text): what the contract is asked about a row of a table."""
+    if text is None:
+        return None
+    if isinstance(text, bool | int | float):
+        return text
+    value = str(text).strip()
+    if column.kind == "boolean" and value.lower() in TRUE_TEXT | FALSE_TEXT:
+        return value.lower() in TRUE_TEXT
+    if (column.kind == "numeric" or column.integer_codes) and re.match(NUMBER_ONLY, value):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    return value
 
 
 # --- back to a table's own form -----------------------------------------------------------------

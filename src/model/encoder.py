@@ -67,14 +67,17 @@ def _ignored(column: ColumnSpec) -> _Ignored:
 
 
 def encoding_from_pipeline(pipeline: Any, spec: DatasetSpec) -> dict[str, Any]:
-    """encoding.json's content, read from a fitted pipeline (a set from before the file)."""
+    """encoding.json's content, read from a fitted pipeline: each numeric input's fill value,
+    each categorical input's categories in code order (a table may have none of either)."""
     try:
-        (_, num_imputer, num_cols), (_, cat_steps, cat_cols) = [
-            t for t in pipeline.transformers_ if t[0] != "remainder"
-        ]
-        categories = cat_steps.named_steps["encode"].categories_
-        fill = cat_steps.named_steps["impute"].fill_value
-        statistics = num_imputer.statistics_
+        fitted = {name: (step, columns) for name, step, columns in pipeline.transformers_}
+        num_imputer, num_cols = fitted["num"]
+        cat_steps, cat_cols = fitted["cat"]
+        statistics = num_imputer.statistics_ if len(num_cols) else []
+        categories = cat_steps.named_steps["encode"].categories_ if len(cat_cols) else []
+        fill = (
+            cat_steps.named_steps["impute"].fill_value if len(cat_cols) else spec.missing_category
+        )
     except (AttributeError, KeyError, ValueError, TypeError):
         raise ArtifactError("feature_pipeline.pkl has an unexpected structure") from None
     return {

@@ -134,10 +134,10 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
-        title="Adult income classifier",
+        title="Binary classifier",
         version="1.0.0",
-        description="Predicts whether income exceeds $50K from census attributes. "
-        "Sensitive attributes are accepted and ignored.",
+        description="Serves the model its dataset spec describes (the title and fields follow the "
+        "loaded model). Sensitive attributes are accepted and ignored.",
         lifespan=lifespan,
         docs_url=None,  # served by the operations router from local files (no CDN)
         redoc_url=None,

@@ -72,10 +72,16 @@ def install_openapi(app: FastAPI, max_rows: int) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
             predictor = app.state.model.predictor
+            title, description = app.title, app.description
+            if predictor is not None:  # the served model's dataset, in its spec's words
+                spec = predictor.spec
+                title = spec.title_or_name
+                use = [f"Intended use: {spec.intended_use}"] if spec.intended_use else []
+                description = " ".join(p for p in (spec.description, *use) if p)
+            schema = get_openapi(
+                title=title, version=app.version, description=description, routes=app.routes
+            )
             contract = predictor.contract if predictor else None
             example = predictor.bundle.sample["rows"][:2] if predictor else []
             body = predict_request_body(contract, example, max_rows)

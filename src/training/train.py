@@ -107,21 +107,9 @@ def encoding_json(spec: DatasetSpec, pipeline: Any) -> dict[str, Any]:
     """What the fitted pipeline learned, as data: each numeric input's fill value and each
     categorical input's codes. Serving encodes rows from this and the spec, without
     scikit-learn (the pickled pipeline stays the reference, and a test holds the two equal)."""
-    (_, num_imputer, num_cols), (_, cat_steps, cat_cols) = [
-        t for t in pipeline.transformers_ if t[0] != "remainder"
-    ]
-    categories = cat_steps.named_steps["encode"].categories_
-    return {
-        "numeric": [
-            {"name": name, "fill": float(fill)}
-            for name, fill in zip(num_cols, num_imputer.statistics_, strict=True)
-        ],
-        "categorical": [
-            {"name": name, "categories": [str(v) for v in values]}
-            for name, values in zip(cat_cols, categories, strict=True)
-        ],
-        "missing_category": cat_steps.named_steps["impute"].fill_value,
-    }
+    from src.model.encoder import encoding_from_pipeline
+
+    return encoding_from_pipeline(pipeline, spec)
 
 
 def fairness_block(
