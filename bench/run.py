@@ -29,6 +29,7 @@ SECTIONS = (
     "mitigation",
     "swap",
     "contention",
+    "dataset",
 )
 
 
@@ -93,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("hey")
             result = contention.run(args.artifacts)
+        elif section == "dataset":
+            from bench import dataset
+
+            ensure_tools("wrk")
+            result = dataset.run(args.artifacts)
         elif section == "load":
             from bench import load
 

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     )
     encoded = encode_table(predictor.encoder, table)
     kept = np.flatnonzero(~encoded.refused)
-    matrix = encoded.matrix[kept]
+    matrix = encoded.matrix if len(kept) == n else encoded.matrix[kept]
     _say(f"checked and encoded: {len(kept):,} to score, {n - len(kept):,} refused")
     progress = _progress(len(kept))
     probabilities = score(predictor.probabilities, matrix, threads=args.threads, progress=progress)
@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
     columns |= {
         "probability": pa.array(probabilities),
         "class": pa.array((probabilities >= predictor.threshold).astype(np.int8)),
-        "model_version": pa.array([predictor.version] * len(kept)),
+        "model_version": pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(len(kept), dtype=np.int32)), pa.array([predictor.version])
+        ),
     }
     if args.log:
         columns["prediction_id"] = pa.array(_log(predictor, table, kept, matrix, probabilities))

@@ -43,8 +43,9 @@ DOMAIN_UP_TO = 100
 # A single column that separates the label this well out of fold is suspected leakage.
 LEAKAGE_AUC = 0.95
 LEAKAGE_FOLDS = 5
-LEAKAGE_ROWS = 200_000  # the leakage check's sample (seeded); the rest of infer reads every row
+LEAKAGE_ROWS = 100_000  # the leakage check's sample (seeded); the rest of infer reads every row
 NUMERIC_BINS = 50
+EDGE_ROWS = 20_000  # the bins' edges come from this many sampled values
 RANGE_MARGIN = 0.1  # learned ranges allow this share of the seen span beyond each end
 SEED = 0
 SENSITIVE_NAMES = re.compile(
@@ -138,11 +139,31 @@ def profile_column(name: str, column: pa.ChunkedArray, tokens: frozenset[str]) -
     return _texts(name, n, column, tokens)
 
 
+def _distinct_numbers(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct non-missing values (Arrow's hash table: no sort of a million rows)."""
+    unique = pc.unique(pa.array(values, from_pandas=True)).drop_null().to_numpy()
+    return np.sort(unique)
+
+
+def _integral(present: np.ndarray) -> bool:
+    """Every value a whole number (a thousand of them first: most float columns fail there)."""
+    head = present[:1000]
+    if not np.array_equal(head, np.round(head)):
+        return False
+    return bool(np.array_equal(present, np.round(present)))
+
+
 def _numbers(name: str, n: int, values: np.ndarray, integer: bool, tokens: set[str]) -> Profile:
     present = values[~np.isnan(values)]
-    distinct = len(np.unique(present)) if len(present) else 0
-    integer = integer or bool(len(present) and np.all(present == np.round(present)))
-    monotonic = bool(len(present) > 1 and np.all(np.diff(present) > 0))
+    integer = integer or bool(len(present) and _integral(present))
+    if not len(present):
+        distinct = 0
+    elif integer:  # codes, ids and constants are told apart by their count of values
+        distinct = int(pc.count_distinct(pa.array(present)).as_py())
+    else:  # a measurement: only whether it is constant matters, not how many values it has
+        distinct = 1 if present.min() == present.max() else len(present)
+    unique_rows = integer and distinct == len(present)
+    monotonic = bool(unique_rows and len(present) > 1 and np.all(np.diff(present) > 0))
     return Profile(
         name,
         n,
@@ -196,8 +217,7 @@ def _texts(name: str, n: int, column: pa.ChunkedArray, tokens: frozenset[str]) -
 
 def _label_values(profile: Profile) -> list[Any]:
     if profile.kind == "number":
-        present = profile.values[~np.isnan(profile.values)]
-        values = np.unique(present)
+        values = _distinct_numbers(profile.values)
         return [int(v) if profile.integer else float(v) for v in values]
     if profile.kind == "boolean" and profile.values is not None:
         return [bool(v) for v in np.unique(profile.values[~np.isnan(profile.values)])]
@@ -259,7 +279,7 @@ def _codes_for_leakage(profile: Profile, sample: np.ndarray) -> np.ndarray:
         values = (
             profile.values[sample] if profile.values is not None else np.full(len(sample), np.nan)
         )
-        present = values[~np.isnan(values)]
+        present = values[~np.isnan(values)][:EDGE_ROWS]  # the sample is random: its head too
         if not len(present):
             return np.zeros(len(sample), dtype=np.int64)
         edges = np.unique(np.quantile(present, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]))
@@ -352,8 +372,7 @@ def _groups(values: np.ndarray) -> tuple[float, ...]:
 
 def _categories(profile: Profile) -> tuple[Any, ...]:
     if profile.kind == "number":
-        present = np.unique(profile.values[~np.isnan(profile.values)])
-        return tuple(int(v) for v in present)
+        return tuple(int(v) for v in _distinct_numbers(profile.values))
     return tuple(profile.texts)
 
 
@@ -454,7 +473,7 @@ def _number_column(
         categories = (
             _categories(profile)
             if profile.integer
-            else tuple(f"{v:g}" for v in np.unique(profile.values[~np.isnan(profile.values)]))
+            else tuple(f"{v:g}" for v in _distinct_numbers(profile.values))
         )
         spec = ColumnSpec(name=name, kind="categorical", categories=categories, nullable=nullable)
         why = (

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from src.dataset.spec import ColumnSpec, DatasetSpec
 from src.dataset.table import (
@@ -93,7 +92,7 @@ def _categorical(
 
 def _ignored(column: ColumnSpec, array: pa.Array, tokens: frozenset[str]) -> np.ndarray:
     """Rows whose ignored field the contract would refuse: a sensitive number that is none, a
-    text too long or holding NUL."""
+    text too long or holding NUL (judged once per distinct value)."""
     if column.sensitive and column.is_numeric:
         checked = ColumnCheck(column, len(array))
         if column.kind == "boolean":
@@ -101,14 +100,11 @@ def _ignored(column: ColumnSpec, array: pa.Array, tokens: frozenset[str]) -> np.
         else:
             numeric_column(array, checked, tokens, lenient=True)
         return checked.bad
-    if pa.types.is_dictionary(array.type):
-        array = array.cast(array.type.value_type)
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        return np.zeros(len(array), dtype=bool)
-    text = pc.utf8_trim_whitespace(array)
-    long = pc.greater(pc.utf8_length(text), MAX_IGNORED_TEXT)
-    nul = pc.match_substring(text, "\x00")
-    return pc.fill_null(pc.or_(long, nul), False).to_numpy(zero_copy_only=False)
+    codes, distinct = distinct_codes(array)
+    bad = [
+        isinstance(v, str) and (len(v.strip()) > MAX_IGNORED_TEXT or "\x00" in v) for v in distinct
+    ]
+    return np.append(np.asarray(bad, dtype=bool), False)[codes]
 
 
 def encode_table(encoder: CompiledEncoder, table: pa.Table) -> Encoded:

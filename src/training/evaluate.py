@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightgbm as lgb
@@ -14,7 +15,6 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
-from scipy import stats
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -66,15 +66,53 @@ def _none_if_nan(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def auc_by_rows(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC-AUC of every row at once, by the Mann-Whitney rank formula (ties get average ranks,
-    as in roc_auc_score); NaN where a row holds one class only."""
-    ranks = stats.rankdata(scores, axis=1)
-    positives = y.sum(axis=1)
-    negatives = y.shape[1] - positives
-    rank_sum = np.where(y == 1, ranks, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+# A bootstrap resample is a multiplicity per row: counting them (not gathering the resampled rows)
+# makes a rate a dot product and a ROC-AUC a cumulative sum, exactly (every sum below is of whole
+# counts, so the figures are the ones the gathered rows give, to the last bit).
+RESAMPLE_CELLS = 4_000_000  # draws x rows counted at once (memory: 8 bytes a cell)
+
+
+def resample_counts(picks: np.ndarray, n: int) -> Iterator[np.ndarray]:
+    """How many times each of n rows is in each resample (a row of `picks` each), a block of
+    resamples at a time."""
+    block = max(1, RESAMPLE_CELLS // max(n, 1))
+    for start in range(0, len(picks), block):
+        part = picks[start : start + block]
+        offsets = (np.arange(len(part)) * n)[:, None]
+        yield np.bincount((part + offsets).ravel(), minlength=len(part) * n).reshape(-1, n)
+
+
+def auc_of_resamples(y: np.ndarray, scores: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """ROC-AUC of every resample (a row of `picks`) of (y, scores): the Mann-Whitney count of
+    (positive, negative) pairs in order, ties counting half, as roc_auc_score does; NaN where a
+    resample holds one class only."""
+    y = np.asarray(y).astype(bool)
+    order = np.argsort(scores, kind="stable")
+    ranked = np.asarray(scores)[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # tie groups
+    positive = y[order]
+    out = []
+    for counts in resample_counts(picks, len(y)):
+        counts = counts[:, order].astype(np.float64)
+        pos = np.add.reduceat(np.where(positive, counts, 0.0), starts, axis=1)
+        neg = np.add.reduceat(np.where(positive, 0.0, counts), starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg
+        pairs = (pos * (below + 0.5 * neg)).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(pairs / (pos.sum(axis=1) * neg.sum(axis=1)))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def rates_of_resamples(members: np.ndarray, hits: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Per resample: the share of `members` rows that are `hits` (both boolean per row)."""
+    members = np.asarray(members, dtype=np.float64)
+    hits = np.asarray(hits, dtype=np.float64) * members
+    out = []
+    for counts in resample_counts(picks, len(members)):
+        counts = counts.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append((counts @ hits) / (counts @ members))
+    return np.concatenate(out) if out else np.empty(0)
 
 
 def paired_auc_difference(
@@ -90,9 +128,8 @@ def paired_auc_difference(
     y_true = np.asarray(y_true).astype(int)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(y_true), size=(draws, len(y_true)))
-    y = y_true[picks]
-    differences = auc_by_rows(y, np.asarray(first)[picks]) - auc_by_rows(
-        y, np.asarray(second)[picks]
+    differences = auc_of_resamples(y_true, np.asarray(first), picks) - auc_of_resamples(
+        y_true, np.asarray(second), picks
     )
     differences = differences[np.isfinite(differences)]
     low, high = np.quantile(differences, [0.025, 0.975])
@@ -128,14 +165,14 @@ def bootstrap_rate_intervals(
     """
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(y_true), size=(draws, len(y_true)))
-    y, p = y_true[picks], predicted[picks]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rates = {
-            "tpr": (y & p).sum(axis=1) / y.sum(axis=1),
-            "fpr": ((1 - y) & p).sum(axis=1) / (1 - y).sum(axis=1),
-            "selection_rate": p.mean(axis=1),
-            "roc_auc": auc_by_rows(y, proba[picks]),
-        }
+    y, p = np.asarray(y_true).astype(bool), np.asarray(predicted).astype(bool)
+    everyone = np.ones(len(y), dtype=bool)
+    rates = {
+        "tpr": rates_of_resamples(y, p, picks),
+        "fpr": rates_of_resamples(~y, p, picks),
+        "selection_rate": rates_of_resamples(everyone, p, picks),
+        "roc_auc": auc_of_resamples(y, proba, picks),
+    }
     out: dict[str, list[float | None]] = {}
     for name, values in rates.items():
         values = values[np.isfinite(values)]
@@ -317,7 +354,7 @@ def headline_gaps(
     decided = np.asarray(proba) >= threshold
     out: dict[str, float] = {}
     for attribute in sensitive.columns:
-        for kind, gaps in signed_gap_draws(y_true, decided[None, :], sensitive[attribute]).items():
+        for kind, gaps in signed_gap_draws(y_true, decided, sensitive[attribute]).items():
             out[f"{attribute}_{kind}"] = max((abs(float(g[0])) for g in gaps), default=0.0)
     return out
 
@@ -325,26 +362,21 @@ def headline_gaps(
 def signed_gap_draws(
     y: np.ndarray, decided: np.ndarray, sensitive: pd.Series, picks: np.ndarray | None = None
 ) -> dict[str, list[np.ndarray]]:
-    """Per gap kind, each counted group's rate minus the largest group's, one value per row of
-    `decided` (a resample each; `picks` are the rows it drew, None for the rows as they are)."""
+    """Per gap kind, each counted group's rate minus the largest group's: one value for the rows
+    as they are, or one per resample (`picks`, a row of drawn rows each). `decided` is each
+    row's decision."""
     reference, others = headline_gap_groups(y, sensitive)
     groups = group_names(sensitive).to_numpy()
-    if picks is not None:
-        y, groups = y[picks], groups[picks]
-    else:
-        y, groups = y[None, :], groups[None, :]
-    positives = y.astype(bool)
+    decided = np.asarray(decided).astype(bool)
+    picks = np.arange(len(decided))[None, :] if picks is None else picks
+    everyone = np.ones(len(decided), dtype=bool)
     out: dict[str, list[np.ndarray]] = {}
-    for kind, base in (("dp", None), ("eo", positives)):
-        ref = _rate_rows(decided, groups == reference, base)
-        out[kind] = [_rate_rows(decided, groups == name, base) - ref for name in others]
+    for kind, base in (("dp", everyone), ("eo", np.asarray(y).astype(bool))):
+        ref = rates_of_resamples((groups == reference) & base, decided, picks)
+        out[kind] = [
+            rates_of_resamples((groups == name) & base, decided, picks) - ref for name in others
+        ]
     return out
-
-
-def _rate_rows(decided: np.ndarray, members: np.ndarray, base: np.ndarray | None) -> np.ndarray:
-    within = members if base is None else members & base
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (decided & within).sum(axis=1) / within.sum(axis=1)
 
 
 def headline_gap_intervals(
@@ -356,8 +388,8 @@ def headline_gap_intervals(
     decided = np.asarray(decided).astype(bool)
     out: dict[str, list[float]] = {}
     for attribute in sensitive.columns:
-        points = signed_gap_draws(y_true, decided[None, :], sensitive[attribute])
-        draws = signed_gap_draws(y_true, decided[picks], sensitive[attribute], picks)
+        points = signed_gap_draws(y_true, decided, sensitive[attribute])
+        draws = signed_gap_draws(y_true, decided, sensitive[attribute], picks)
         for kind in points:
             bounds = [
                 _absolute(float(point[0]), float(np.nanstd(draw)))

@@ -30,11 +30,12 @@ from sklearn.metrics import roc_auc_score
 from src.choices import TRAINABLE
 from src.training.evaluate import (
     GAP_LIMIT,
-    auc_by_rows,
+    auc_of_resamples,
     group_names,
     headline_gap_intervals,
     headline_gaps,
     normal_interval,
+    rates_of_resamples,
     signed_gap_draws,
 )
 
@@ -157,16 +158,16 @@ def metric_draws(
     picks: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """ROC-AUC, accuracy and the headline gaps on every bootstrap resample (`picks`)."""
-    y = y_true[picks]
-    decided = outcome.decisions.astype(bool)[picks]
+    decided = outcome.decisions.astype(bool)
+    everyone = np.ones(len(y_true), dtype=bool)
     draws = {
-        "roc_auc": auc_by_rows(y, outcome.scores[picks]),
-        "accuracy": (decided == y.astype(bool)).mean(axis=1),
+        "roc_auc": auc_of_resamples(y_true, outcome.scores, picks),
+        "accuracy": rates_of_resamples(everyone, decided == y_true.astype(bool), picks),
     }
     for attribute in sensitive.columns:
         signed = signed_gap_draws(y_true, decided, sensitive[attribute], picks)
         for kind, gaps in signed.items():
-            widest = np.nanmax(np.abs(np.stack(gaps)), axis=0) if gaps else np.zeros(len(y))
+            widest = np.nanmax(np.abs(np.stack(gaps)), axis=0) if gaps else np.zeros(len(picks))
             draws[f"{attribute}_{kind}"] = widest
     return draws
 
