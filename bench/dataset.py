@@ -319,10 +319,17 @@ def run(artifacts: Path) -> dict[str, Any]:
                 f"ROC-AUC {training['roc_auc']}",
             ],
             [
-                "batch scoring, 1M rows",
+                "batch scoring, 1M rows, CSV in and out",
                 f"{median(batch['whole_run_s']):.2f} s",
-                f"trees alone {median(batch['trees_alone_s']):.2f} s",
+                f"trees alone {median(batch['trees_alone_s']):.2f} s "
+                f"(one thread {median(batch['trees_alone_one_thread_s']):.2f} s)",
                 f"{batch['ratio']:.2f}x",
+            ],
+            [
+                "batch scoring, 1M rows, Parquet in and out",
+                f"{median(batch['whole_run_parquet_s']):.2f} s",
+                "same",
+                f"{batch['ratio_parquet']:.2f}x",
             ],
             [
                 "one row, c=16, spec-built",
