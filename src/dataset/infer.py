@@ -134,7 +134,7 @@ def profile_column(name: str, column: pa.ChunkedArray, tokens: frozenset[str]) -
         missing = int(np.isnan(values).sum())
         return Profile(name, n, missing, "boolean", values=values, distinct=2)
     if pa.types.is_integer(kind_type) or pa.types.is_floating(kind_type):
-        values = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        values = np.asarray(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
         return _numbers(name, n, values, pa.types.is_integer(kind_type), set())
     if pa.types.is_timestamp(kind_type) or pa.types.is_date(kind_type):
         missing = int(pc.sum(pc.is_null(array)).as_py() or 0)
