@@ -188,3 +188,12 @@ def census_features() -> tuple[str, ...]:
     from src.dataset.spec import adult_spec
 
     return adult_spec().features
+
+
+def census_tables(engine: Any) -> Any:
+    """The log's tables for census rows (the log claimed for the census, as serving does)."""
+    from src.dataset.spec import adult_spec
+    from src.loop.columns import ensure_layout
+    from src.loop.inserts import log_tables
+
+    return log_tables(ensure_layout(engine, adult_spec()))

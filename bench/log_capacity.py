@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 from bench.common import (
     Uvicorn,
     census_features,
+    census_tables,
     percentile,
     process_tree,
     rss_mib,
@@ -81,7 +82,9 @@ def writer_alone(url: str, body: bytes, artifacts: Path, *, shipments: int = 15)
     service hands batches over: by their columns."""
     engine = make_engine(url)
     upgrade(engine)
-    writer = BatchWriter(engine, log_sensitive=True, counters=CounterFile(None))
+    writer = BatchWriter(
+        engine, log_sensitive=True, counters=CounterFile(None), tables=census_tables(engine)
+    )
     predictor = Predictor(load_bundle(artifacts), engine="booster")
     parsed = parse_rows(body, predictor, 10_000)
     layout = column_layout(predictor.encoder)

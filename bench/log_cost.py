@@ -29,6 +29,7 @@ from typing import Any
 from bench.common import (
     Uvicorn,
     census_features,
+    census_tables,
     cpu_seconds,
     median,
     process_tree,
@@ -38,7 +39,7 @@ from bench.common import (
 )
 from bench.common import census as load_dataset
 from bench.log_capacity import _buffered, _metric, fresh_postgres
-from src.loop.tables import PREDICTION_COLUMNS, make_engine
+from src.loop.tables import make_engine
 
 FEATURES = census_features()
 
@@ -378,7 +379,9 @@ def _insert_cost(url: str, shipments: list[list[tuple[Any, ...]]], text_copy: bo
 
     engine = make_engine(url)
     upgrade(engine)
-    writer = BatchWriter(engine, log_sensitive=True, counters=CounterFile(None))
+    writer = BatchWriter(
+        engine, log_sensitive=True, counters=CounterFile(None), tables=census_tables(engine)
+    )
     backend = None
     if writer.dialect == "postgresql":
         connection = engine.raw_connection()
@@ -432,7 +435,10 @@ def profile(artifacts: Path) -> dict[str, Any]:
             layout, parsed.matrix, parsed.columns, probabilities, "v", 0.5, new_request_key()
         ),
     }
-    writer = BatchWriter(make_engine("sqlite://"), log_sensitive=True, counters=CounterFile(None))
+    memory = make_engine("sqlite://")
+    writer = BatchWriter(
+        memory, log_sensitive=True, counters=CounterFile(None), tables=census_tables(memory)
+    )
     steps: dict[str, dict[str, float]] = {}
     shipments: dict[str, list[list[tuple[Any, ...]]]] = {}
     for name, make in forms.items():
@@ -454,7 +460,7 @@ def profile(artifacts: Path) -> dict[str, Any]:
             / 20,
             "rows to columns in the writer, us": _per_call_us(
                 lambda served=served, now=now: writer._extend(
-                    _Block(len(PREDICTION_COLUMNS)), "r", now, served
+                    _Block(len(writer.tables.prediction_columns)), "r", now, served
                 )
             ),
         }

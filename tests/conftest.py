@@ -53,6 +53,48 @@ TARGET = ADULT.label.column
 CSV_COLUMNS = (*FEATURES, TARGET)
 
 
+def _census_layout() -> Any:
+    """A census log's layout (its columns' SQL names are their own: src/loop/columns.py)."""
+    from src.loop.columns import LogLayout, sql_name, value_kind
+
+    features = ADULT.features
+    return LogLayout(
+        ADULT.name,
+        ADULT.label.column,
+        "1",
+        features,
+        tuple(map(sql_name, features)),
+        tuple(value_kind(ADULT, n) for n in features),
+        frozenset(ADULT.sensitive),
+    )
+
+
+census_layout = _census_layout()
+# The predictions table of a census log, its feature columns included.
+census_predictions = census_layout.predictions()
+
+
+def adult_tables(engine: Any) -> Any:
+    """The log's tables for the census (its columns claimed, as serving a census model does)."""
+    from src.loop.columns import ensure_layout
+    from src.loop.inserts import log_tables
+
+    return log_tables(ensure_layout(engine, ADULT))
+
+
+def adult_log(url: str, **options: Any) -> Any:
+    """A prediction log for census rows (src.loop.writer.PredictionLog)."""
+    from src.loop.tables import make_engine
+    from src.loop.writer import PredictionLog
+
+    engine = make_engine(url)
+    try:
+        tables = adult_tables(engine)
+    finally:
+        engine.dispose()
+    return PredictionLog(url, tables=tables, **options)
+
+
 def read_adult(path: Any, **options: Any) -> Any:
     """A census table read by the Adult spec (src.dataset.table.load_dataset)."""
     from src.dataset.table import load_dataset

@@ -30,11 +30,9 @@ from src.loop.ids import new_request_key
 from src.loop.inserts import store_drops
 from src.loop.statistics import refresh
 from src.loop.tables import (
-    FEATURE_NAMES,
     MIGRATIONS,
     log_drops_table,
     make_engine,
-    predictions_table,
     upgrade,
 )
 from src.loop.windows import add_coverage, hourly_points, window_coverage
@@ -44,6 +42,8 @@ from src.model.predictor import Predictor
 from src.monitor_window import load_references
 from src.service.factory import create_app
 from src.settings import Settings
+from tests.conftest import FEATURES, adult_log
+from tests.conftest import census_predictions as predictions_table
 from tests.test_inference import Server
 from tests.test_prediction_log import _scraped
 
@@ -78,7 +78,7 @@ def _logged(url: str) -> list[dict[str, Any]]:
 
 
 def _stored_values(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[name] for name in (*FEATURE_NAMES, "probability", "predicted_class"))
+    return tuple(row[name] for name in (*FEATURES, "probability", "predicted_class"))
 
 
 def test_columns_store_exactly_what_the_body_stores(
@@ -91,7 +91,7 @@ def test_columns_store_exactly_what_the_body_stores(
     probabilities = predictor.probabilities(matrix)
     layout = column_layout(predictor.encoder)
     body = json.dumps(rows).encode()
-    log = PredictionLog(database_url).start()
+    log = adult_log(database_url).start()
     by_body = Served.of(body, probabilities, "v1", 0.5, new_request_key())
     by_columns = Served.of_columns(
         layout, matrix, columns, probabilities, "v1", 0.5, new_request_key()
@@ -125,7 +125,7 @@ def test_columns_keep_missing_numbers_and_leave_out_sensitive_fields_when_told(
 ) -> None:
     # A nullable numeric is imputed in the matrix; the log keeps None. Fields the request did not
     # send at all are missing; sensitive ones are not kept when the log is told so.
-    layout = ColumnLayout(("age",), ("age",), (("workclass", ("Private", None)),))
+    layout = ColumnLayout(("age",), ("age",), (("workclass", 1, ("Private", None)),))
     matrix = np.array([[38.0, 0.0], [40.0, 1.0], [41.0, np.nan]])  # 40.0: the imputed fill
     columns = {
         "age": (38, None, 41),
@@ -134,7 +134,7 @@ def test_columns_keep_missing_numbers_and_leave_out_sensitive_fields_when_told(
     }
     url = f"sqlite:///{tmp_path / 'p.db'}"
     for sensitive in (True, False):
-        log = PredictionLog(url, log_sensitive=sensitive).start()
+        log = adult_log(url, log_sensitive=sensitive).start()
         served = Served.of_columns(
             layout, matrix, columns, np.array([0.1, 0.6, 0.9]), "v", 0.5, new_request_key()
         )
@@ -172,7 +172,7 @@ def test_the_api_logs_a_batch_by_its_columns_with_the_values_sent(
         logged = stored[prediction["prediction_id"]]
         assert logged["probability"] == prediction["probability"]
         assert logged["predicted_class"] == prediction["class"]
-        for name in FEATURE_NAMES:
+        for name in FEATURES:
             sent = row.get(name)
             assert logged[name] == (float(sent) if isinstance(sent, int) else sent), name
 
@@ -187,7 +187,7 @@ def _served(n: int) -> Served:
 
 def test_backpressure_waits_for_room_and_counts_a_wait_that_times_out(tmp_path: Path) -> None:
     dropped: list[tuple[int, str]] = []
-    log = PredictionLog(
+    log = adult_log(
         f"sqlite:///{tmp_path / 'p.db'}",
         buffer_bytes=64 * 1024,
         policy="backpressure",
@@ -229,7 +229,7 @@ def _empty(log: PredictionLog) -> None:
 
 
 def test_drop_policy_never_waits(tmp_path: Path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", buffer_bytes=64 * 1024, max_wait=30.0)
+    log = adult_log(f"sqlite:///{tmp_path / 'p.db'}", buffer_bytes=64 * 1024, max_wait=30.0)
     big = _served(100)
     while log.record("r", T0, "/predict", 200, 1.0, big):
         pass
@@ -307,7 +307,7 @@ def test_a_stalled_database_drops_and_counts_or_holds_the_requests(
 def test_drops_are_stored_per_hour_and_reason_and_add_up_across_processes(
     database_url: str,
 ) -> None:
-    log = PredictionLog(database_url, buffer_bytes=64 * 1024)  # not started yet: nothing writes
+    log = adult_log(database_url, buffer_bytes=64 * 1024)  # not started yet: nothing writes
     accepted = sum(log.record("r", T0, "/predict", 200, 1.0, _served(100)) for _ in range(30))
     later = T0 + timedelta(hours=1)
     accepted_later = sum(
@@ -340,7 +340,7 @@ def test_rows_a_stopped_writer_never_wrote_are_stored_as_shutdown_drops(tmp_path
     counted, and the count reaches log_drops (it stopped at /metrics before: the counts rode to
     the writer, which was gone)."""
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    log = PredictionLog(url).start()
+    log = adult_log(url).start()
     assert log.flush()
     os.kill(log.process.pid, signal.SIGSTOP)  # alive, and writing nothing
     for _ in range(3):
@@ -359,7 +359,7 @@ def test_rows_a_stopped_writer_never_wrote_are_stored_as_shutdown_drops(tmp_path
 
 
 def test_rows_the_database_refuses_are_counted_in_their_hour(database_url: str) -> None:
-    log = PredictionLog(database_url).start()
+    log = adult_log(database_url).start()
     key = new_request_key()
     body = json.dumps([{"age": 40.0}]).encode()
     for _ in range(2):  # the same prediction id twice: the second is refused
@@ -378,7 +378,7 @@ def test_rows_the_database_refuses_are_counted_in_their_hour(database_url: str) 
 def test_windows_report_the_share_of_answered_rows_they_cover(
     database_url: str, artifacts_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log = PredictionLog(database_url, buffer_bytes=64 * 1024)  # not started: the buffer fills
+    log = adult_log(database_url, buffer_bytes=64 * 1024)  # not started: the buffer fills
     first_hour, second_hour = T0, T0 + timedelta(hours=1)
     kept = sum(log.record("r", first_hour, "/predict", 200, 1.0, _served(100)) for _ in range(20))
     log.start()

@@ -15,6 +15,7 @@ from src import predict
 from src.service.factory import create_app
 from src.settings import Settings
 from tests.conftest import DATA
+from tests.conftest import census_predictions as predictions_table
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_batch_refuses_a_table_without_the_specs_columns(
 def test_batch_log_records_the_decisions_with_their_ids(
     table: Path, artifacts_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from src.loop.tables import make_engine, predictions_table, requests_table
+    from src.loop.tables import make_engine, requests_table
 
     monkeypatch.setenv("PREDICTION_LOG_DIR", str(tmp_path / "log"))
     out = tmp_path / "scored.csv"

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from src import agent_monitor, monitor_window
 from src.loop import replay
+from src.loop.columns import log_layout
 from src.loop.ids import new_request_key
 from src.loop.inserts import BatchWriter
 from src.loop.labels import purge_unmatched, record_labels
@@ -33,14 +34,14 @@ from src.loop.metrics_files import CounterFile, collect
 from src.loop.tables import (
     labels_table,
     make_engine,
-    predictions_table,
     requests_table,
     upgrade,
 )
 from src.loop.writer import PredictionLog, Served
 from src.service.factory import create_app
 from src.settings import Settings
-from tests.conftest import DATA
+from tests.conftest import ADULT, DATA, FEATURES, adult_log, adult_tables
+from tests.conftest import census_predictions as predictions_table
 from tests.test_inference import Server, http
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -86,7 +87,7 @@ def _record(
 
 
 def test_log_writes_every_row_and_request_under_its_prediction_id(database_url: str) -> None:
-    log = PredictionLog(database_url).start()
+    log = adult_log(database_url).start()
     keys = []
     for i in range(20):
         keys.append(_record(log, T0, _rows(5), np.full(5, 0.7)).request_key)
@@ -121,7 +122,7 @@ def test_log_writes_every_row_and_request_under_its_prediction_id(database_url: 
 
 def test_log_leaves_sensitive_fields_out_when_told(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    log = PredictionLog(url, log_sensitive=False).start()
+    log = adult_log(url, log_sensitive=False).start()
     _record(log, T0, _rows(2), [0.1, 0.9])
     log.close()
     engine = make_engine(url)
@@ -132,7 +133,7 @@ def test_log_leaves_sensitive_fields_out_when_told(tmp_path: Path) -> None:
 
 def test_log_buffer_is_bounded_in_bytes_and_counts_what_it_drops(tmp_path: Path) -> None:
     dropped: list[tuple[int, str]] = []
-    log = PredictionLog(
+    log = adult_log(
         f"sqlite:///{tmp_path / 'p.db'}",
         buffer_bytes=64 * 1024,
         on_drop=lambda rows, reason: dropped.append((rows, reason)),
@@ -153,7 +154,7 @@ def test_log_buffer_is_bounded_in_bytes_and_counts_what_it_drops(tmp_path: Path)
 def test_log_refused_row_costs_one_row_not_the_batch(database_url: str) -> None:
     # 41 requests in one batch; one reuses another's prediction ids, which the database refuses.
     folder = Path(tempfile.mkdtemp())
-    log = PredictionLog(database_url, metrics_dir=str(folder)).start()
+    log = adult_log(database_url, metrics_dir=str(folder)).start()
     key = new_request_key()
     for i in range(40):
         _record(log, T0, _rows(1), [0.5], key=key if i == 20 else None)
@@ -173,7 +174,7 @@ def test_log_stores_or_refuses_nul_text_without_losing_a_batch(database_url: str
     # NUL never passes the API's contract. Written straight to the log, SQLite stores it and
     # PostgreSQL refuses it: either way it costs at most its own row, counted.
     folder = Path(tempfile.mkdtemp())
-    log = PredictionLog(database_url, metrics_dir=str(folder)).start()
+    log = adult_log(database_url, metrics_dir=str(folder)).start()
     for i in range(40):
         _record(log, T0, _rows(1), [0.5])
         if i == 17:
@@ -212,8 +213,11 @@ def test_log_waits_out_a_database_outage_and_then_writes(tmp_path: Path) -> None
     engine = make_engine(url)
     upgrade(engine)
     writer = BatchWriter(
-        _FlakyEngine(engine, failures=3), log_sensitive=True, counters=CounterFile(None)
-    )  # type: ignore[arg-type]
+        _FlakyEngine(engine, failures=3),  # type: ignore[arg-type]
+        log_sensitive=True,
+        counters=CounterFile(None),
+        tables=adult_tables(engine),
+    )
     request = ("r", T0, "/predict", 200, 1.0, _served(_rows(3), [0.2, 0.5, 0.9]))
     started = time.perf_counter()
     assert writer.write([request], stop_waiting=lambda: False) == 3
@@ -226,7 +230,12 @@ def test_log_gives_up_on_an_outage_only_when_told_to_stop_and_counts_it(tmp_path
     engine = make_engine(url)
     upgrade(engine)
     counters = CounterFile(None)
-    writer = BatchWriter(_FlakyEngine(engine, failures=99), log_sensitive=True, counters=counters)  # type: ignore[arg-type]
+    writer = BatchWriter(
+        _FlakyEngine(engine, failures=99),  # type: ignore[arg-type]
+        log_sensitive=True,
+        counters=counters,
+        tables=adult_tables(engine),
+    )
     request = ("r", T0, "/predict", 200, 1.0, _served(_rows(3), [0.2, 0.5, 0.9]))
     assert writer.write([request], stop_waiting=lambda: True) == 3
     assert (
@@ -236,7 +245,7 @@ def test_log_gives_up_on_an_outage_only_when_told_to_stop_and_counts_it(tmp_path
 
 def test_log_restarts_a_killed_writer_and_counts_what_it_held(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    log = PredictionLog(url).start()
+    log = adult_log(url).start()
     _record(log, T0, _rows(3), np.zeros(3))
     assert log.flush()
     log.process.kill()
@@ -257,7 +266,7 @@ def test_log_restarts_a_killed_writer_and_counts_what_it_held(tmp_path: Path) ->
 
 
 def test_labels_match_wait_correct_and_refuse(database_url: str) -> None:
-    log = PredictionLog(database_url).start()
+    log = adult_log(database_url).start()
     served = _record(log, T0, _rows(3), [0.2, 0.6, 0.9])
     ids = [f"{served.request_key}-{i:05d}" for i in range(3)]
     early = f"{new_request_key()}-00000"  # a label that arrives before its prediction
@@ -318,6 +327,10 @@ def _old_log(url: str) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "0001")
         connection.execute(text("DROP TABLE alembic_version"))
+        # The previous release's first schema had the census's columns in predictions.
+        for name in FEATURES:
+            kind = "DOUBLE PRECISION" if ADULT.column(name).is_numeric else "VARCHAR(200)"
+            connection.execute(text(f"ALTER TABLE predictions ADD COLUMN {name} {kind}"))
         for i in range(3):
             connection.execute(
                 text(
@@ -357,7 +370,13 @@ def test_migration_upgrades_an_old_log_in_place(database_url: str) -> None:
     assert all(i.startswith("legacy-") for i in ids)
     assert [tuple(r) for r in labels] == [(ids[1], 1)]  # the old label followed its row
     assert version == HEAD
-    log = PredictionLog(database_url).start()  # and the new writer writes into it
+    layout = log_layout(engine)  # the log is the census's, its columns recorded as they are
+    assert (layout.dataset, layout.features) == (ADULT.name, FEATURES)
+    assert layout.columns == FEATURES
+    with engine.connect() as connection:
+        ages = connection.execute(select(predictions_table.c.age)).scalars().all()
+    assert ages == [40.0, 40.0, 40.0]  # no value lost
+    log = adult_log(database_url).start()  # and the new writer writes into it
     _record(log, T0, _rows(2), [0.1, 0.9])
     log.close()
     assert _count(engine, predictions_table) == 5
@@ -622,7 +641,7 @@ def test_monitor_window_says_clearly_when_there_is_nothing_to_judge(
     tmp_path: Path, artifacts_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    PredictionLog(url).start().close()
+    adult_log(url).start().close()
     args = [
         "--database-url",
         url,

@@ -26,7 +26,7 @@ from src.agent import executor as executor_module
 from src.agent.executor import Executor, acting
 from src.agent.plan import AgentPlan
 from src.dataset.adult import read_uci
-from src.loop.tables import make_engine, upgrade
+from src.loop.tables import make_engine
 from src.model.artifacts import MANIFEST_FILE, MODEL_FILE, SAMPLE_FILE, load_bundle, model_version
 from src.registry.__main__ import main as registry_cli
 from src.registry.actions import build_trees, promote, register_trained, rollback
@@ -37,7 +37,17 @@ from src.settings import Settings
 from src.training.data import split_dataset
 from src.training.holdout import in_holdout
 from src.training.train import carve_holdout, train
-from tests.conftest import ADULT, DATA, FEATURES, MODEL_INPUTS, ROOT, TARGET, _postgres_database
+from tests.conftest import (
+    ADULT,
+    DATA,
+    FEATURES,
+    MODEL_INPUTS,
+    ROOT,
+    TARGET,
+    _postgres_database,
+    adult_tables,
+)
+from tests.conftest import census_predictions as predictions_table
 from tests.conftest import read_adult as load_dataset
 from tests.test_inference import Server, http
 
@@ -89,7 +99,7 @@ def _registry(tmp_path: Path, **extra: Any) -> Registry:
     """Where a service with PREDICTION_LOG_DIR=tmp_path finds it (its defaults)."""
     settings = _settings(tmp_path, **extra)
     engine = make_engine(settings.registry_url)
-    upgrade(engine)
+    adult_tables(engine)  # the census's log: traffic is written into it directly
     return Registry(engine, settings.registry_store)
 
 
@@ -452,7 +462,7 @@ def test_the_holdout_rule_keeps_duplicates_together_and_ignores_number_spelling(
 
 def _labelled_traffic(engine: Any, rows: pd.DataFrame, start: datetime) -> None:
     """`rows` logged one a minute from `start`, each with its label."""
-    from src.loop.tables import labels_table, predictions_table
+    from src.loop.tables import labels_table
 
     stamps = [start + timedelta(minutes=i) for i in range(len(rows))]
     records = [

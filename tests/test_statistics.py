@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 
 from src.agent import DriftSummary, judge, monitor, parse_metrics_lines
 from src.agent.observations import MetricPoint
-from src.loop.statistics import hour_of, refresh, statements
+from src.loop.statistics import binned_columns, hour_of, refresh, statements
 from src.loop.tables import (
     downgrade,
     hourly_bins_table,
@@ -26,16 +26,23 @@ from src.loop.tables import (
     hourly_quality_table,
     labels_table,
     make_engine,
-    predictions_table,
     requests_table,
-    upgrade,
 )
 from src.loop.windows import drift_report, hourly_points
 from src.monitor_window import load_references
 from src.monitoring.drift import fit_reference
 from src.service.factory import create_app
 from src.settings import Settings
-from tests.conftest import ADULT, DATA, FEATURES, SENSITIVE, _postgres_database
+from tests.conftest import (
+    ADULT,
+    DATA,
+    FEATURES,
+    SENSITIVE,
+    _postgres_database,
+    adult_tables,
+    census_layout,
+)
+from tests.conftest import census_predictions as predictions_table
 from tests.conftest import read_adult as load_dataset
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -49,13 +56,13 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'stats.db'}"
         made = make_engine(url)
-        upgrade(made)
+        adult_tables(made)  # the census's columns claimed, as serving claims them
         yield made
         made.dispose()
         return
     for url in _postgres_database():
         made = make_engine(url)
-        upgrade(made)
+        adult_tables(made)  # the census's columns claimed, as serving claims them
         yield made
         made.dispose()
 
@@ -255,7 +262,7 @@ def test_statistics_never_count_the_current_hour_and_wait_for_labels(engine: Any
 def postgresql_engine() -> Iterator[Any]:
     for url in _postgres_database():
         made = make_engine(url)
-        upgrade(made)
+        adult_tables(made)  # the census's columns claimed, as serving claims them
         yield made
         made.dispose()
 
@@ -285,7 +292,8 @@ def test_statistics_count_a_batch_committed_after_the_refresh(postgresql_engine:
 
 
 def _planned_bin_groups(engine: Any, hours: int) -> int:
-    found = statements(REFERENCES, T0, T0 + timedelta(hours=hours), dialect="postgresql")
+    binned = binned_columns(REFERENCES, census_layout)
+    found = statements(binned, T0, T0 + timedelta(hours=hours), dialect="postgresql")
     sql = str(found["bins"].compile(engine, compile_kwargs={"literal_binds": True}))
     with engine.begin() as connection:
         connection.exec_driver_sql("ANALYZE")
@@ -335,7 +343,7 @@ def test_the_agent_judges_the_version_serving_at_the_end_of_the_hour(engine: Any
 
 def test_statistics_compile_for_bigquery() -> None:
     bigquery = pytest.importorskip("sqlalchemy_bigquery")
-    found = statements(REFERENCES, T0, T0 + timedelta(hours=1))
+    found = statements(binned_columns(REFERENCES, census_layout), T0, T0 + timedelta(hours=1))
     compiled = {n: str(s.compile(dialect=bigquery.BigQueryDialect())) for n, s in found.items()}
     assert "DIV(UNIX_SECONDS(`predictions`.`ts`), 3600)" in compiled["rows"]
     assert "GROUP BY `hour`" in compiled["rows"]

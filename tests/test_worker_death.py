@@ -159,7 +159,7 @@ def test_the_log_writer_names_its_connection_and_survives_its_termination(
             terminated = connection.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'adult-income log writer' "
+                    "WHERE application_name = 'prediction log writer' "
                     "AND datname = current_database()"
                 )
             ).all()

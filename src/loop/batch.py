@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from src.loop.columns import ensure_layout
 from src.loop.handoff import Served, column_layout
 from src.loop.ids import new_request_key, prediction_ids
-from src.loop.inserts import BatchWriter
+from src.loop.inserts import BatchWriter, log_tables
 from src.loop.metrics_files import CounterFile
-from src.loop.tables import make_engine, upgrade
+from src.loop.tables import make_engine
 from src.settings import Settings
 
 ROWS_PER_REQUEST = 10_000  # a prediction id holds the row in five digits
@@ -46,9 +47,12 @@ def log_scored(
     settings = settings or Settings()
     engine = make_engine(settings.prediction_log_url)
     try:
-        upgrade(engine)
+        tables = log_tables(ensure_layout(engine, predictor.spec))  # another dataset: refused
         writer = BatchWriter(
-            engine, log_sensitive=settings.log_sensitive_fields, counters=CounterFile(None)
+            engine,
+            log_sensitive=settings.log_sensitive_fields,
+            counters=CounterFile(None),
+            tables=tables,
         )
         layout, spec = column_layout(predictor.encoder), predictor.spec
         present = [name for name in spec.features if name in table.column_names]

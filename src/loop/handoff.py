@@ -32,14 +32,25 @@ class ColumnLayout:
 
     numeric: tuple[str, ...]
     nullable_numeric: tuple[str, ...]  # imputed in the matrix: the log keeps None instead
-    categorical: tuple[tuple[str, tuple[str | None, ...]], ...]  # name, value of each code
+    # name, the matrix column it is in, the value of each code (the columns that read back)
+    categorical: tuple[tuple[str, int, tuple[str | None, ...]], ...]
 
     @property
     def in_matrix(self) -> frozenset[str]:
-        return frozenset((*self.numeric, *(name for name, _ in self.categorical)))
+        return frozenset((*self.numeric, *(name for name, _, _ in self.categorical)))
 
 
 _EMPTY_FOR_NONE = {None: ""}.get
+
+
+def _as_text(value: Any) -> str:
+    """A value handed over as text: numbers as they print, booleans as 1 and 0 (stored in a
+    number column)."""
+    if type(value) is str:
+        return value
+    if type(value) is bool:
+        return "1" if value else "0"
+    return repr(value) if type(value) is float else str(value)
 
 
 def _none_mask(values: tuple[Any, ...]) -> bytes:
@@ -50,17 +61,27 @@ def _none_mask(values: tuple[Any, ...]) -> bytes:
 _LAYOUTS: weakref.WeakKeyDictionary[Any, ColumnLayout] = weakref.WeakKeyDictionary()
 
 
+def _decodable(spec: Any) -> bool:
+    """Can a categorical column be read back from its codes? Only when every allowed value has a
+    code of its own: a value training never saw (NaN) or one outside the domain served as missing
+    would read back as missing, and the log keeps what was sent."""
+    codes = [c for v, c in spec.codes.items() if v is not None]
+    return not spec.unknown_missing and all(c == c for c in codes) and len(set(codes)) == len(codes)
+
+
 def column_layout(encoder: Any) -> ColumnLayout:
     """The layout of a CompiledEncoder's matrix, built once per encoder (per served model)."""
     layout = _LAYOUTS.get(encoder)
     if layout is None:
         categorical = []
-        for spec in encoder.categorical:
-            valid = {v: int(c) for v, c in spec.codes.items() if v is not None and c == c}
+        for j, spec in enumerate(encoder.categorical, start=len(encoder.numeric)):
+            if not _decodable(spec):
+                continue  # handed over as text, like the fields outside the matrix
+            valid = {v: int(c) for v, c in spec.codes.items() if v is not None}
             values: list[str | None] = [None] * (max(valid.values(), default=-1) + 1)
             for value, code in valid.items():
-                values[code] = value
-            categorical.append((spec.name, tuple(values)))
+                values[code] = str(value)
+            categorical.append((spec.name, j, tuple(values)))
         layout = ColumnLayout(
             tuple(spec.name for spec in encoder.numeric),
             tuple(spec.name for spec in encoder.numeric if spec.nullable),
@@ -141,12 +162,13 @@ class Served:
                 if name in layout.nullable_numeric and None in values:
                     missing[name] = _none_mask(values)
                 continue
-            try:  # str.join refuses None at once: cheaper than looking for it first
+            try:  # str.join refuses None (or a number) at once: cheaper than looking first
                 joined = TEXT_SEPARATOR.join(values)
             except TypeError:
-                missing[name] = _none_mask(values)
+                if None in values:
+                    missing[name] = _none_mask(values)
                 # None reads "" here; the mask says it was None. (map and dict.get: C loops.)
-                joined = TEXT_SEPARATOR.join(map(_EMPTY_FOR_NONE, values, values))
+                joined = TEXT_SEPARATOR.join(map(_as_text, map(_EMPTY_FOR_NONE, values, values)))
             texts[name] = joined.encode()
         logged = LoggedColumns(layout, matrix, texts, missing)
         return cls(

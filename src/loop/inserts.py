@@ -24,8 +24,6 @@ import orjson
 
 from src.loop.handoff import TEXT_SEPARATOR, Served, epoch_hour
 from src.loop.metrics_files import CounterFile
-from src.loop.tables import FEATURE_NAMES as FEATURES
-from src.loop.tables import FEATURE_NAMES_WITHOUT_SENSITIVE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -37,53 +35,48 @@ ROWS_RETRIED = "prediction_log_retried_rows"
 ROWS_DROPPED = "prediction_log_dropped_rows"
 BATCHES_FAILED = "prediction_log_failed_batches"
 DATABASE_ERRORS = "prediction_log_database_errors"
-FEATURE_NAMES = FEATURES
-_ALL_FEATURES = itemgetter(*FEATURE_NAMES)
 # A body this long becomes columns (C loops per column); shorter, row tuples (less per request).
 ROWS_AS_COLUMNS_FROM = 8
 
 
 @dataclass(frozen=True)
 class Tables:
-    """The two tables the writer fills, as plain data: the writer process reads them from the
-    service (src.loop.tables declares them, with SQLAlchemy, which the writer does without)."""
+    """The two tables the writer fills, as plain data: the writer process gets them from the
+    service (src.loop.tables and src.loop.columns declare them, with SQLAlchemy, which the
+    writer does without). `features` are the dataset's names of the feature columns, in order;
+    `kinds` says how each is stored: number, days (a date-time as days since 1970) or text."""
 
     prediction_columns: tuple[str, ...]
     request_columns: tuple[str, ...]
     prediction_types: tuple[str, ...]  # PostgreSQL's type of each column, for binary COPY
     request_types: tuple[str, ...]
+    features: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    sensitive: tuple[str, ...] = ()
 
 
-def schema_tables() -> Tables:
-    from sqlalchemy import BigInteger, DateTime, Float, Integer, SmallInteger, String
+HEAD = ("prediction_id", "request_id", "row_index", "ts", "model_version")
+TAIL = ("probability", "predicted_class")
 
-    from src.loop.tables import (
-        PREDICTION_COLUMNS,
-        REQUEST_COLUMNS,
-        predictions_table,
-        requests_table,
-    )
 
-    kinds = (
-        (BigInteger, "int8"),
-        (SmallInteger, "int2"),
-        (Integer, "int4"),
-        (Float, "float8"),
-        (DateTime, "timestamptz"),
-        (String, "text"),
-    )
+def log_tables(layout: Any) -> Tables:
+    """The tables for a log's layout (src/loop/columns.py): its feature columns between the
+    prediction's own."""
+    from src.loop.tables import REQUEST_COLUMNS
 
-    def types(table: Any, columns: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(
-            next(name for cls, name in kinds if isinstance(table.c[column].type, cls))
-            for column in columns
-        )
-
+    feature_types = tuple("text" if kind == "text" else "float8" for kind in layout.kinds)
     return Tables(
-        tuple(PREDICTION_COLUMNS),
-        tuple(REQUEST_COLUMNS),
-        types(predictions_table, PREDICTION_COLUMNS),
-        types(requests_table, REQUEST_COLUMNS),
+        prediction_columns=(*HEAD, *layout.columns, *TAIL),
+        request_columns=tuple(REQUEST_COLUMNS),
+        prediction_types=(
+            *("text", "text", "int4", "timestamptz", "text"),
+            *feature_types,
+            *("float8", "int2"),
+        ),
+        request_types=("text", "timestamptz", "text", "int2", "float8", "int4", "text"),
+        features=layout.features,
+        kinds=layout.kinds,
+        sensitive=tuple(sorted(layout.sensitive)),
     )
 
 
@@ -130,11 +123,15 @@ class BatchWriter:
         *,
         log_sensitive: bool,
         counters: CounterFile,
-        tables: Tables | None = None,
+        tables: Tables,
     ) -> None:
         self.engine = engine
-        self.tables = tables or schema_tables()
-        self.keep = FEATURE_NAMES if log_sensitive else FEATURE_NAMES_WITHOUT_SENSITIVE
+        self.tables = tables
+        self.features = tables.features
+        self._all_features = _getter(self.features)
+        hidden = set() if log_sensitive else set(tables.sensitive)
+        self.keep = tuple(name for name in self.features if name not in hidden)
+        self._kinds = dict(zip(self.features, tables.kinds, strict=True))
         self.counters = counters
         self.dialect = engine.dialect.name
         self._lookups: dict[tuple[str | None, ...], np.ndarray] = {}
@@ -292,7 +289,12 @@ class BatchWriter:
             range(n),
             [self._when(ts)] * n,
             [served.model_version] * n,
-            *(features.get(name) or [None] * n for name in FEATURE_NAMES),
+            *(
+                _stored(features.get(name), self._kinds[name], n)
+                if name in self.keep
+                else [None] * n
+                for name in self.features
+            ),
             probabilities.tolist(),
             (probabilities >= served.threshold).astype(np.int64).tolist(),
         )
@@ -306,14 +308,13 @@ class BatchWriter:
         and numpy cost more than the rows themselves."""
         records = orjson.loads(served.body)
         try:  # whole records (the usual case): one C call per row
-            features = list(map(_ALL_FEATURES, records))
+            features = list(map(self._all_features, records))
         except KeyError:
-            features = [tuple(map(record.get, FEATURE_NAMES)) for record in records]
-        if self.keep is not FEATURE_NAMES:
-            kept = [name in self.keep for name in FEATURE_NAMES]
-            features = [
-                tuple(v if k else None for v, k in zip(f, kept, strict=True)) for f in features
-            ]
+            features = [tuple(map(record.get, self.features)) for record in records]
+        kinds = [self._kinds[name] if name in self.keep else None for name in self.features]
+        features = [
+            tuple(_one(v, kind) for v, kind in zip(f, kinds, strict=True)) for f in features
+        ]
         n = len(features)
         probabilities = struct.unpack(f"<{n}d", served.probabilities)
         key, version, threshold = served.request_key, served.model_version, served.threshold
@@ -336,10 +337,10 @@ class BatchWriter:
     def _from_body(self, body: bytes) -> dict[str, Sequence[Any]]:
         records = orjson.loads(body)
         try:  # whole records (the usual case): one C call per row
-            features = list(map(_ALL_FEATURES, records))
+            features = list(map(self._all_features, records))
         except KeyError:
-            features = [tuple(map(record.get, FEATURE_NAMES)) for record in records]
-        columns = dict(zip(FEATURE_NAMES, zip(*features, strict=True), strict=True))
+            features = [tuple(map(record.get, self.features)) for record in records]
+        columns = dict(zip(self.features, zip(*features, strict=True), strict=True))
         return {name: v for name, v in columns.items() if name in self.keep}
 
     def _from_columns(self, served: Served, n: int) -> dict[str, Sequence[Any]]:
@@ -349,7 +350,7 @@ class BatchWriter:
         features: dict[str, Sequence[Any]] = {}
         for j, name in enumerate(layout.numeric):
             features[name] = matrix[:, j].tolist()
-        for j, (name, values) in enumerate(layout.categorical, start=len(layout.numeric)):
+        for name, j, values in layout.categorical:
             codes = matrix[:, j]
             lookup = self._lookup(values)
             # NaN: a missing value the model never saw in training; the last slot is None.
@@ -364,8 +365,6 @@ class BatchWriter:
             column = features[name]
             for i in np.flatnonzero(np.frombuffer(mask, dtype=np.uint8)).tolist():
                 column[i] = None
-        if self.keep is not FEATURE_NAMES:
-            features = {name: v for name, v in features.items() if name in self.keep}
         return features
 
     def _lookup(self, values: tuple[str | None, ...]) -> np.ndarray:
@@ -399,9 +398,20 @@ class _Block:
         return self.column_hours + self.row_hours
 
 
+def quote(name: str) -> str:
+    """An identifier as SQL quotes it (both databases): names reach SQL only this way."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _column_list(columns: tuple[str, ...]) -> str:
+    return ", ".join(map(quote, columns))
+
+
 def _executemany(cursor: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
     marks = ", ".join("?" * len(columns))
-    cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
+    names = _column_list(columns)  # every name quoted: mapped names (src/loop/columns.py)
+    statement = f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})"  # noqa: S608 - quoted
+    cursor.executemany(statement, rows)
 
 
 def _copy(
@@ -409,7 +419,51 @@ def _copy(
 ) -> None:
     """PostgreSQL's bulk-load path, binary: no number or time is formatted as text and parsed
     back (psycopg 3's COPY, which its docs recommend for many rows)."""
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+    statement = f"COPY {quote(table)} ({_column_list(columns)}) FROM STDIN (FORMAT BINARY)"
+    with cursor.copy(statement) as copy:
         copy.set_types(list(types))
         for row in rows:
             copy.write_row(row)
+
+
+def _getter(names: tuple[str, ...]) -> Any:
+    if len(names) == 1:  # itemgetter of one name gives the value, not a 1-tuple
+        only = names[0]
+        return lambda record: (record[only],)
+    return itemgetter(*names)
+
+
+_NUMBERS = frozenset({float, int, type(None)})
+_TEXTS = frozenset({str, type(None)})
+
+
+def _one(value: Any, kind: str | None) -> Any:
+    """One logged value as its column stores it (None for a field the log does not keep)."""
+    if kind is None or value is None:
+        return None
+    if kind == "text":
+        return value if type(value) is str else _text(value)
+    if kind == "days" and type(value) is str:
+        from src.model.contract import parse_datetime
+
+        return parse_datetime(value).timestamp() / 86_400.0
+    return float(value) if type(value) in (bool, str) else value
+
+
+def _stored(values: Any, kind: str, n: int) -> Any:
+    """A column of values as stored: checked with a C loop (set of types), converted only when
+    some value needs it (a boolean or text in a number column, a code in a text column)."""
+    if values is None:
+        return [None] * n
+    types = set(map(type, values))
+    if (kind == "text" and types <= _TEXTS) or (kind != "text" and types <= _NUMBERS):
+        return values
+    return [_one(v, kind) for v in values]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

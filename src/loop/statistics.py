@@ -39,6 +39,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
+from src.loop.columns import read_layout
 from src.loop.tables import (
     hourly_bins_table,
     hourly_ops_table,
@@ -240,9 +241,24 @@ def ops_select(start: Any, end: Any) -> Any:
     ).group_by(c.hour)
 
 
-def bin_expression(reference: FeatureReference) -> Any:
-    """The slot of a value in a feature's reference bins, as drift.py counts it."""
-    value = predictions_table.c[reference.name]
+def binned_columns(
+    references: dict[str, FeatureReference], layout: Any
+) -> dict[str, tuple[FeatureReference, Any]]:
+    """Each reference feature the log has a column for: its bins and that column (by its SQL
+    name: the name the hourly bins store). A feature the log lacks is not counted."""
+    if layout is None:
+        return {}
+    table = layout.predictions()
+    return {
+        layout.column_of(name): (ref, table.c[layout.column_of(name)])
+        for name, ref in references.items()
+        if name in layout.features
+    }
+
+
+def bin_expression(reference: FeatureReference, value: Any) -> Any:
+    """The slot of a value (a column of the log) in a feature's reference bins, as drift.py
+    counts it."""
     missing = reference.slots - 1
     if reference.kind == "categorical":
         other = len(reference.categories)
@@ -258,14 +274,15 @@ def bin_expression(reference: FeatureReference) -> Any:
     return case(*whens, else_=2 * len(reference.edges))
 
 
-def bins_select(reference: FeatureReference, start: Any, end: Any) -> Any:
-    p = predictions_table
-    hour, slot = epoch_hour(p.c.ts).label("hour"), bin_expression(reference).label("bin")
+def bins_select(feature: str, binned: tuple[FeatureReference, Any], start: Any, end: Any) -> Any:
+    reference, value = binned
+    p = value.table  # the log's table with its feature columns: one FROM for the statement
+    hour, slot = epoch_hour(p.c.ts).label("hour"), bin_expression(reference, value).label("bin")
     return (
         select(
             hour,
             p.c.model_version,
-            literal(reference.name).label("feature"),
+            literal(feature).label("feature"),
             slot,
             func.count().label("count"),
         )
@@ -274,12 +291,15 @@ def bins_select(reference: FeatureReference, start: Any, end: Any) -> Any:
     )
 
 
-def all_bins_select(references: dict[str, FeatureReference], start: Any, end: Any) -> Any:
+def all_bins_select(binned: dict[str, tuple[FeatureReference, Any]], start: Any, end: Any) -> Any:
     """Every feature's bin counts in one pass over the rows: one grouping set per feature
     (PostgreSQL, BigQuery). A row of the result holds one feature's slot, the others null."""
-    p = predictions_table
+    p = next(iter(binned.values()))[1].table  # one table object: one FROM
     hour = epoch_hour(p.c.ts).label("hour")
-    slots = [bin_expression(ref).label(f"bin_{name}") for name, ref in references.items()]
+    slots = [
+        bin_expression(ref, value).label(f"bin_{i}")
+        for i, (ref, value) in enumerate(binned.values())
+    ]
     return (
         select(hour, p.c.model_version, *slots, func.count().label("count"))
         .where(_in_hours(p.c.ts, start, end))
@@ -292,18 +312,25 @@ GROUPING_SETS = frozenset({"postgresql", "bigquery"})
 
 
 def statements(
-    references: dict[str, FeatureReference], start: Any, end: Any, *, dialect: str = "postgresql"
+    binned: dict[str, tuple[FeatureReference, Any]],
+    start: Any,
+    end: Any,
+    *,
+    dialect: str = "postgresql",
 ) -> dict[str, Any]:
-    """Every statement one range of hours needs, by name (what the BigQuery test compiles)."""
+    """Every statement one range of hours needs, by name (what the BigQuery test compiles).
+    `binned` (binned_columns) holds each counted feature's bins and column, by SQL name."""
     out = {
         "quality": quality_select(start, end),
         "rows": rows_select(start, end),
         "ops": ops_select(start, end),
     }
+    if not binned:
+        return out
     if dialect in GROUPING_SETS:
-        out["bins"] = all_bins_select(references, start, end)
+        out["bins"] = all_bins_select(binned, start, end)
     else:
-        out.update({f"bins:{n}": bins_select(ref, start, end) for n, ref in references.items()})
+        out.update({f"bins:{f}": bins_select(f, b, start, end) for f, b in binned.items()})
     return out
 
 
@@ -333,7 +360,7 @@ def _p95(n: int, low: float | None, high: float | None) -> float | None:
 
 def compute_hours(
     connection: Connection,
-    references: dict[str, FeatureReference],
+    binned: dict[str, tuple[FeatureReference, Any]],
     first: int,
     end: int,
     *,
@@ -345,7 +372,7 @@ def compute_hours(
     start_b, end_b = ts_bound(dialect, hour_start(first)), ts_bound(dialect, hour_start(end))
     for table in (hourly_ops_table, hourly_quality_table, hourly_bins_table):
         connection.execute(delete(table).where(table.c.hour >= first, table.c.hour < end))
-    found = statements(references, start_b, end_b, dialect=dialect)
+    found = statements(binned, start_b, end_b, dialect=dialect)
     ops = [
         {
             "hour": r.hour,
@@ -371,7 +398,7 @@ def compute_hours(
     if records:
         connection.execute(insert(hourly_quality_table), records)
     if "bins" in found:  # one pass; each result row holds one feature's slot
-        names = list(references)
+        names = list(binned)
         counted = [
             {"hour": r[0], "model_version": r[1], "feature": name, "bin": slot, "count": r[-1]}
             for r in connection.execute(found.pop("bins"))
@@ -443,6 +470,7 @@ def refresh(
     fingerprint = reference_hash(references)
     with engine.begin() as connection:
         horizon = _oldest_running_transaction(connection)  # first, before anything is read
+        binned = binned_columns(references, read_layout(connection))
         state = connection.execute(select(stats_state_table)).first()
         rebuilt = rebuild or state is None or state.reference != fingerprint
         marks = {
@@ -466,7 +494,7 @@ def refresh(
             for chunk in range(run_first, run_end, CHUNK_HOURS):
                 compute_hours(
                     connection,
-                    references,
+                    binned,
                     chunk,
                     min(chunk + CHUNK_HOURS, run_end),
                     final_before=final_before,
@@ -482,14 +510,33 @@ def refresh(
     return Refresh(len(hours), late, final_before, rebuilt)
 
 
+# The oldest transaction of a client that has written (or is writing) in this database, this one
+# included, as the 64-bit id txid_current() gives the log's rows (a 32-bit xid widened by the
+# current epoch: running transactions are never 2^31 apart). Transactions in the cluster's other
+# databases, and autovacuum's, never write the log's rows: counting them (txid_snapshot_xmin)
+# made refreshes re-read hours for nothing, whenever an ANALYZE happened to be running. NULL
+# when a session here is hidden from this role: then the cluster's.
+OLDEST_IN_THIS_DATABASE = """
+SELECT CASE WHEN coalesce(bool_and(a.usename IS NOT NULL) FILTER (WHERE a.pid IS NOT NULL), true)
+            THEN least(min(c.t - ((c.t - a.backend_xid::text::bigint) & 4294967295)), max(c.t))
+       END
+FROM (SELECT txid_current() AS t) c
+LEFT JOIN pg_stat_activity a
+  ON a.datname = current_database() AND a.backend_type = 'client backend'
+ AND a.pid <> pg_backend_pid() AND (a.backend_xid IS NOT NULL OR a.usename IS NULL)
+"""
+
+
 def _oldest_running_transaction(connection: Connection) -> int | None:
     """PostgreSQL: every transaction older than this one has ended (so its rows are visible);
     the next refresh reads again the rows of this one and later ones. Tunes the refresh too."""
     if connection.dialect.name != "postgresql":
         return None
-    horizon = connection.exec_driver_sql(
-        "SELECT txid_snapshot_xmin(txid_current_snapshot())"
-    ).scalar()
+    horizon = connection.exec_driver_sql(OLDEST_IN_THIS_DATABASE).scalar()
+    if horizon is None:  # other sessions' transactions are hidden from this role: the cluster's
+        horizon = connection.exec_driver_sql(
+            "SELECT txid_snapshot_xmin(txid_current_snapshot())"
+        ).scalar()
     _tune_postgresql(connection)
     return horizon
 

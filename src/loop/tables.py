@@ -33,11 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from src.dataset.spec import adult_spec
-
 metadata = MetaData()
-# The log's dataset (issue: the log reads the spec; until then the Adult census spec's columns).
-_SPEC = adult_spec()
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 # A prediction id: the request's key (12 hex digits of milliseconds, 16 random) and the row.
 PREDICTION_ID_LENGTH = 40
@@ -58,20 +54,53 @@ requests_table = Table(
     Column("xact", BigInteger, nullable=True, index=True),
 )
 
-predictions_table = Table(
-    "predictions",
+# The log's own columns. Each feature of the log's dataset has a column too, added when a model of
+# that dataset is first served or registered (src/loop/columns.py says how, and under which name).
+def prediction_columns() -> list[Column[Any]]:
+    """The predictions table's own columns (new objects each call: a table with a dataset's
+    feature columns is built from them, src/loop/columns.py)."""
+    return [
+        Column("prediction_id", String(PREDICTION_ID_LENGTH), primary_key=True),
+        Column("request_id", String(128), nullable=False),  # correlation only
+        Column("row_index", Integer, nullable=False),
+        Column("ts", DateTime(timezone=True), nullable=False, index=True),
+        Column("model_version", String(64), nullable=False),
+        Column("probability", Float, nullable=False),
+        Column("predicted_class", SmallInteger, nullable=False),
+    ]
+
+
+predictions_table = Table("predictions", metadata, *prediction_columns())
+FIXED_PREDICTION_COLUMNS = tuple(c.name for c in predictions_table.columns)
+
+# The dataset the log belongs to (one row), its feature columns, and every change to them.
+log_dataset_table = Table(
+    "log_dataset",
     metadata,
-    Column("prediction_id", String(PREDICTION_ID_LENGTH), primary_key=True),
-    Column("request_id", String(128), nullable=False),  # correlation only
-    Column("row_index", Integer, nullable=False),
-    Column("ts", DateTime(timezone=True), nullable=False, index=True),
-    Column("model_version", String(64), nullable=False),
-    *(
-        Column(name, Float if _SPEC.column(name).is_numeric else String(200), nullable=True)
-        for name in _SPEC.features
-    ),
-    Column("probability", Float, nullable=False),
-    Column("predicted_class", SmallInteger, nullable=False),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(100), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("positive", Text, nullable=False),
+    Column("spec_sha256", String(64), nullable=False),  # the spec that claimed the log
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+)
+log_columns_table = Table(
+    "log_columns",
+    metadata,
+    Column("name", Text, primary_key=True),  # the spec's name, as the user wrote it
+    Column("sql_name", String(63), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # number or text
+    Column("sensitive", Boolean, nullable=False),
+    Column("position", Integer, nullable=False),
+)
+log_column_changes_table = Table(
+    "log_column_changes",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("action", String(32), nullable=False),  # add, or "drop <id>"
+    Column("spec_sha256", String(64), nullable=False),
+    Column("columns", Text, nullable=False),  # JSON: name, sql_name, kind of each
 )
 
 # Labels are their own table, joined when read: a label may arrive before its prediction is
@@ -98,18 +127,6 @@ log_drops_table = Table(
     Column("rows", BigInteger, nullable=False),
 )
 
-FEATURE_NAMES = _SPEC.features
-FEATURE_NAMES_WITHOUT_SENSITIVE = frozenset(_SPEC.model_inputs)
-PREDICTION_COLUMNS = (
-    "prediction_id",
-    "request_id",
-    "row_index",
-    "ts",
-    "model_version",
-    *FEATURE_NAMES,
-    "probability",
-    "predicted_class",
-)
 REQUEST_COLUMNS = ("request_id", "ts", "path", "status", "latency_ms", "rows", "model_version")
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; it names this project's migration lock among PostgreSQL's advisory locks.
@@ -136,7 +153,7 @@ def make_engine(url: str) -> Engine:
 
 
 @contextmanager
-def _migration_lock(engine: Engine) -> Iterator[Connection]:
+def migration_lock(engine: Engine) -> Iterator[Connection]:
     """One process at a time migrates: PostgreSQL's advisory lock, or a file lock beside SQLite."""
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
@@ -188,7 +205,7 @@ def _migrate(engine: Engine, direction: str, revision: str) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with _migration_lock(engine) as connection:
+    with migration_lock(engine) as connection:
         config.attributes["connection"] = connection
         tables = set(inspect(connection).get_table_names())
         if "predictions" in tables and "alembic_version" not in tables:

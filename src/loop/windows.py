@@ -9,14 +9,15 @@ bins, not the number of rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from src.loop.statistics import as_utc, hour_of, hour_start
+from src.loop.columns import read_layout
+from src.loop.statistics import as_utc, hour_of, hour_start, ts_bound
 from src.loop.tables import (
     hourly_bins_table,
     hourly_ops_table,
@@ -94,8 +95,9 @@ def window_counts(
     that had traffic (every model version: drift is about the inputs, not the model)."""
     b = hourly_bins_table
     with engine.connect() as connection:
+        layout = read_layout(connection)
         last = connection.execute(select(func.max(b.c.hour))).scalar()
-        if last is None:
+        if last is None or layout is None:
             return {}, {"hours": hours, "rows": 0}
         first = last - hours + 1
         query = (
@@ -105,9 +107,12 @@ def window_counts(
         )
         rows = connection.execute(query).all()
     counts = {name: np.zeros(ref.slots, dtype=np.int64) for name, ref in references.items()}
+    # The bins are stored under each feature's SQL name (src/loop/columns.py).
+    named = {layout.column_of(n): n for n in references if n in layout.features}
     for feature, slot, count in rows:
-        if feature in counts and 0 <= slot < len(counts[feature]):
-            counts[feature][slot] += int(count)
+        name = named.get(feature)
+        if name is not None and 0 <= slot < len(counts[name]):
+            counts[name][slot] += int(count)
     total = int(next(iter(counts.values())).sum()) if counts else 0
     window = {
         "hours": hours,
@@ -125,8 +130,15 @@ def drift_report(
     counts, window = window_counts(engine, references, hours=hours)
     if not window["rows"]:
         raise ValueError("no statistics yet: nothing to compare")
+    unseen = unseen_categories(engine, references, window)
     details = {
-        name: compare_counts(ref, counts[name], threshold=threshold)
+        name: compare_counts(
+            ref,
+            counts[name],
+            threshold=threshold,
+            unseen=unseen.get(name, ([], 0))[0],
+            unseen_rows=unseen.get(name, ([], 0))[1],
+        )
         for name, ref in references.items()
     }
     report = DriftReport(threshold=threshold, details=details).to_dict()
@@ -203,3 +215,40 @@ def coverage_line(report: dict[str, Any]) -> str | None:
         f"the log kept {coverage['share']:.1%} of the rows answered in the drift window "
         f"({coverage['rows_dropped']:,} dropped); figures built on it cover that share"
     )
+
+
+UNSEEN_LISTED = 20
+
+
+def unseen_categories(
+    engine: Engine, references: dict[str, FeatureReference], window: dict[str, Any]
+) -> dict[str, tuple[list[str], int]]:
+    """Per categorical feature: the values of the window's rows its reference never had (the
+    most frequent first), and how many rows held one. A value outside a column's domain that
+    was served as missing (`unknown: missing`) is logged as sent: here it is named and counted."""
+    from sqlalchemy import and_
+
+    out: dict[str, tuple[list[str], int]] = {}
+    with engine.connect() as connection:
+        layout = read_layout(connection)
+        if layout is None:
+            return out
+        table = layout.predictions()
+        dialect = connection.dialect.name
+        start = ts_bound(dialect, datetime.fromisoformat(window["first_hour"]))
+        end = ts_bound(dialect, datetime.fromisoformat(window["last_hour"]) + timedelta(hours=1))
+        for name, ref in references.items():
+            if ref.kind != "categorical" or name not in layout.features:
+                continue
+            value = table.c[layout.column_of(name)]
+            known = [*ref.categories, *ref.rare]
+            found = connection.execute(
+                select(value, func.count())
+                .where(and_(table.c.ts >= start, table.c.ts < end, value.is_not(None)))
+                .where(value.not_in(known) if known else value.is_not(None))
+                .group_by(value)
+                .order_by(func.count().desc(), value)
+            ).all()
+            if found:
+                out[name] = ([str(v) for v, _ in found[:UNSEEN_LISTED]], sum(n for _, n in found))
+    return out

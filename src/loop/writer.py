@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from src.loop.handoff import Served, epoch_hour
-from src.loop.inserts import schema_tables, store_drops
+from src.loop.inserts import Tables, store_drops
 from src.loop.metrics_files import process_identity
 from src.loop.progress import WORKER_DIED, Progress, settle_dead
 from src.loop.tables import create_tables, make_engine
@@ -140,6 +140,7 @@ class PredictionLog:
         self,
         url: str,
         *,
+        tables: Tables,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         log_sensitive: bool = True,
         metrics_dir: str | None = None,
@@ -151,6 +152,8 @@ class PredictionLog:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.url = url
+        self.tables = tables  # the log's columns for the dataset served (src/loop/columns.py)
+        self._switching = False  # a new set of columns: shipping waits while the writer changes
         self.engine = make_engine(url)  # this process's own connection: labels and reads
         self.buffer_bytes = buffer_bytes
         self.log_sensitive = log_sensitive
@@ -194,7 +197,7 @@ class PredictionLog:
                 "log_sensitive": self.log_sensitive,
                 "metrics_dir": self.metrics_dir,
                 "progress_fd": self._progress.fd,
-                "tables": asdict(schema_tables()),
+                "tables": asdict(self.tables),
             },
             self._progress.fd,
         )
@@ -286,6 +289,8 @@ class PredictionLog:
     def ship(self) -> None:
         """Hand the pending requests to the writer in one put; the service calls this often.
         The drop counts per hour go along, outside the byte bound (a few small numbers)."""
+        if self._switching:  # the writer is changing columns: requests wait in the bound
+            return
         with self._lock:
             batch, size, self._pending, self._pending_bytes = (
                 self._pending,
@@ -323,10 +328,38 @@ class PredictionLog:
 
     # --- health ------------------------------------------------------------------------------
 
+    def use_tables(self, tables: Tables, timeout: float = 60.0) -> None:
+        """A model whose spec adds columns is served: the writer drains what it was given, and
+        a writer for the new columns takes over (off the event loop: the swap calls this in a
+        thread). Requests answered meanwhile wait in the byte bound, as under a slow database."""
+        if tables == self.tables:
+            return
+        self.ship()
+        self._switching = True
+        try:
+            old = self.process
+            if old is not None and old.is_alive():
+                old.put(None)  # the stop marker, after every batch it was given
+                old.join(timeout)
+                if old.is_alive():
+                    old.kill()
+                    old.join(5)
+                lost = self._progress.in_flight_rows
+                if lost:
+                    self._drop(lost, "writer_died")
+                    self._progress.set("done_rows", self._progress["shipped_rows"])
+                    self._progress.set("done_bytes", self._progress["shipped_bytes"])
+                old.close()
+            self.tables = tables
+            self._progress.set("ready", 0)
+            self._spawn()
+        finally:
+            self._switching = False
+
     def check(self) -> None:
         """Restart a writer that died; count the rows it held. Called with every shipment; a
         writer that keeps dying is restarted with backoff (0.5 s doubling to 30 s)."""
-        if self._closing or self.process is None or self.process.is_alive():
+        if self._closing or self._switching or self.process is None or self.process.is_alive():
             return
         if time.monotonic() < self._next_restart:
             return

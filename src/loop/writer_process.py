@@ -30,7 +30,7 @@ from src.loop.metrics_files import CounterFile
 from src.loop.progress import Progress
 
 FRAME_HEADER = struct.Struct("<Q")
-APPLICATION_NAME = "adult-income log writer"
+APPLICATION_NAME = "prediction log writer"
 
 
 class DriverEngine:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from src.errors import ArtifactError, DataError, RefusedError
 from src.fileio import write_bytes_atomic
+from src.loop.columns import ensure_layout
 from src.loop.tables import (
     make_engine,
     model_aliases_table,
@@ -222,6 +223,9 @@ class Registry:
             if identity != manifest["identity"]:
                 raise ArtifactError(f"{source}: the manifest's identity does not match its files")
         version = model_version(manifest)
+        # The registry lives in the log's database, which belongs to one dataset: a set of
+        # another is refused here, and a spec's new columns are added (src/loop/columns.py).
+        ensure_layout(self.engine, spec_of(blobs, source))
         with self.engine.begin() as connection:
             known = connection.execute(
                 select(model_versions_table.c.version).where(
@@ -399,6 +403,16 @@ class Registry:
                     version=version, build_key=key, sha256=digest, built_at=datetime.now(UTC)
                 )
             )
+
+
+def spec_of(blobs: dict[str, bytes], source: Path) -> Any:
+    """A set's dataset spec, from its files (a set from before specs: the census's)."""
+    from src.dataset.spec import adult_spec, parse_spec
+    from src.model.artifacts import SPEC_FILE
+
+    if SPEC_FILE not in blobs:
+        return adult_spec()
+    return parse_spec(blobs[SPEC_FILE].decode(), str(source / SPEC_FILE))
 
 
 def _wait_or_refuse(deadline: float, wait_seconds: float) -> None:

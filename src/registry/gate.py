@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from src.dataset.groups import groups_frame
 from src.dataset.spec import DatasetSpec
 from src.dataset.table import load_dataset
+from src.loop.columns import log_layout
 from src.loop.labels import latest_labels_query
 from src.loop.tables import predictions_table
 from src.model.artifacts import load_bundle
@@ -57,11 +58,15 @@ def recent_labelled(
     engine: Engine, spec: DatasetSpec, limit: int, since: Any = None
 ) -> pd.DataFrame:
     """The newest `limit` labelled rows of traffic (stamped at or after `since`), newest first:
-    event time (UTC), the spec's features, the latest label (0/1, as the spec's label column)."""
-    p, latest = predictions_table, latest_labels_query()
+    event time (UTC), the spec's features (those the log holds), the latest label (0/1, as the
+    spec's label column)."""
+    latest = latest_labels_query()
+    layout = log_layout(engine)
     features, target = list(spec.features), spec.label.column
+    logged = [name for name in features if layout is not None and name in layout.features]
+    p = layout.predictions() if layout is not None else predictions_table
     query = (
-        select(p.c.ts, *(p.c[name] for name in features), latest.c.label)
+        select(p.c.ts, *(p.c[layout.column_of(name)] for name in logged), latest.c.label)
         .join(latest, latest.c.prediction_id == p.c.prediction_id)
         .order_by(p.c.ts.desc())
         .limit(limit)
@@ -69,14 +74,17 @@ def recent_labelled(
     if since is not None:
         query = query.where(p.c.ts >= since)
     with engine.connect() as connection:
-        frame = pd.DataFrame(connection.execute(query).all(), columns=["ts", *features, target])
+        rows = connection.execute(query).all()
+    frame = pd.DataFrame(rows, columns=["ts", *logged, target])
     for name in features:
-        if spec.column(name).is_numeric:
+        if name not in frame:  # a column the log never had: every value missing
+            frame[name] = np.nan
+        elif spec.column(name).is_numeric:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
         else:
             frame[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)  # SQLite hands back naive UTC
-    return frame
+    return frame[["ts", *features, target]]
 
 
 def _holdout(registry: Registry, spec: DatasetSpec) -> pd.DataFrame:

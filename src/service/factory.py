@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, HTTPException, Request
@@ -18,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.routing import Route
 
+from src.errors import RefusedError
 from src.loop.metrics_files import metrics_dir
 from src.loop.tables import upgrade
 from src.registry.core import Registry
@@ -65,9 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.registry is not None:
         await asyncio.to_thread(_prepare, app.state.registry)
     app.state.model = await asyncio.to_thread(load_predictor, settings, app.state.registry)
-    app.state.prediction_log, app.state.prediction_log_status = open_prediction_log(
-        settings, app.state.metrics, folder
-    )
+    app.state.prediction_log, app.state.prediction_log_status = _open_log(app.state, folder)
     tending = asyncio.create_task(tend(app.state, SHIP_SECONDS))
     app.openapi_schema = None  # rebuild with the loaded model's categories
     # Objects loaded so far live as long as the process: keep the GC from rescanning them
@@ -83,6 +83,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.metrics.detach()
     if app.state.registry is not None:
         app.state.registry.engine.dispose()
+
+
+def _open_log(state: Any, folder: Path) -> tuple[Any, str]:
+    """The log for the served model's dataset. A log that holds another dataset refuses the
+    model (one sentence on /ready, 503 on /predict): its decisions would have nowhere to go."""
+    predictor = state.model.predictor
+    try:
+        return open_prediction_log(
+            state.settings, state.metrics, folder, predictor.spec if predictor else None
+        )
+    except RefusedError as exc:
+        logger.error("model not served: %s", exc)
+        state.model.predictor, state.model.reason = None, str(exc)
+        return None, f"refused: {exc}"
 
 
 def _prepare(registry: Registry) -> None:

@@ -16,8 +16,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
-from src.errors import ArtifactError
-from src.loop.tables import make_engine
+from src.dataset.spec import DatasetSpec
+from src.errors import ArtifactError, RefusedError
+from src.loop.columns import LogLayout, ensure_layout, log_layout
+from src.loop.inserts import log_tables
+from src.loop.tables import make_engine, upgrade
 from src.loop.writer import PredictionLog
 from src.model.artifacts import load_bundle
 from src.model.compiled import FolderBuilds, build_key
@@ -187,6 +190,7 @@ async def follow_champion(app_state: Any, *, now: bool = False) -> None:
             settings,
             StoreBuilds(registry, champion),
         )
+        await asyncio.to_thread(_log_for, app_state, predictor)
     except Exception as exc:
         refusal = _refuse(current, champion, _why(exc), settings.model_poll_seconds)
         logger.error("champion %s not served: %s", champion, refusal.reason)
@@ -200,6 +204,15 @@ async def follow_champion(app_state: Any, *, now: bool = False) -> None:
             )
         return
     _swap(app_state, current, predictor, started)
+
+
+def _log_for(app_state: Any, predictor: Predictor) -> None:
+    """The log ready for the model about to be served: its spec's new columns added (recorded),
+    the writer switched to them; a model of another dataset refused (RefusedError)."""
+    log: PredictionLog | None = app_state.prediction_log
+    if log is None:
+        return
+    log.use_tables(log_tables(ensure_layout(log.engine, predictor.spec)))
 
 
 def _swap(app_state: Any, current: ModelState, predictor: Predictor, started: float) -> None:
@@ -232,18 +245,26 @@ def ledger_dir(settings: Settings) -> Path:
 
 
 def open_prediction_log(
-    settings: Settings, metrics: ServiceMetrics, metrics_dir: Path
+    settings: Settings, metrics: ServiceMetrics, metrics_dir: Path, spec: DatasetSpec | None
 ) -> tuple[PredictionLog | None, str]:
-    """The started log and its status line for /ready; a database that cannot be reached turns
-    logging off (said in /ready and the log), it never stops the service from serving."""
+    """The started log (its columns the served spec's: src/loop/columns.py) and its status line
+    for /ready; a database that cannot be reached turns logging off (said in /ready and the
+    log), it never stops the service from serving. A log of another dataset raises
+    RefusedError: the caller refuses the model."""
     if not settings.log_predictions:
         return None, "off"
     url = settings.prediction_log_url
     try:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(url)
+        try:
+            tables = log_tables(_layout(engine, spec))
+        finally:
+            engine.dispose()
         log = PredictionLog(
             url,
+            tables=tables,
             buffer_bytes=settings.prediction_log_buffer_bytes,
             log_sensitive=settings.log_sensitive_fields,
             metrics_dir=str(metrics_dir),
@@ -252,10 +273,21 @@ def open_prediction_log(
             max_wait=settings.prediction_log_max_wait,
             ledger_dir=ledger_dir(settings),
         ).start()
+    except RefusedError:
+        raise
     except Exception as exc:  # unreachable database, bad URL, permissions: serve without the log
         logger.error("prediction log unavailable: %s", exc)
         return None, f"unavailable: {type(exc).__name__}: {exc}"[:300]
     return log, "up"
+
+
+def _layout(engine: Any, spec: DatasetSpec | None) -> LogLayout:
+    """The log's layout for the served spec; with no model loaded, the log as it is (labels
+    can still be taken)."""
+    if spec is not None:
+        return ensure_layout(engine, spec)
+    upgrade(engine)
+    return log_layout(engine) or LogLayout("", "", "", (), (), ())
 
 
 def log_status(app_state: Any) -> dict[str, Any]:

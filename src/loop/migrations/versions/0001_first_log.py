@@ -1,14 +1,13 @@
 """The first prediction log: requests, predictions keyed by (request id, row), feedback.
 
+The release that wrote it had the census's columns in predictions; a log made now starts with
+none, and takes its dataset's columns when its first model is served (0009, src/loop/columns.py).
+
 Revision ID: 0001
 """
 
 import sqlalchemy as sa
 from alembic import op
-
-from src.dataset.spec import adult_spec
-
-COLUMNS = [adult_spec().column(name) for name in adult_spec().features]
 
 revision = "0001"
 down_revision = None
@@ -36,10 +35,6 @@ def upgrade() -> None:
         sa.Column("row_index", sa.Integer, nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
         sa.Column("model_version", sa.String(64), nullable=False),
-        *(
-            sa.Column(c.name, sa.Float if c.is_numeric else sa.String(200), nullable=True)
-            for c in COLUMNS
-        ),
         sa.Column("probability", sa.Float, nullable=False),
         sa.Column("predicted_class", sa.SmallInteger, nullable=False),
     )

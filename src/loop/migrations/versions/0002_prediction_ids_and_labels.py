@@ -13,23 +13,47 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from src.dataset.spec import adult_spec
-
-COLUMNS = [adult_spec().column(name) for name in adult_spec().features]
-
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
-_FEATURES = [c.name for c in COLUMNS]
-_CARRIED = ", ".join(
-    ["request_id", "row_index", "ts", "model_version", *_FEATURES, "probability", "predicted_class"]
-)
+_OWN = ("id", "prediction_id", "request_id", "row_index", "ts", "model_version", "probability")
+_OWN += ("predicted_class",)
+
+
+def _features() -> list[sa.Column]:
+    """The feature columns the predictions table has now (the census's, in a log written before
+    the dataset spec; none in a new log), carried as they are."""
+    found = sa.inspect(op.get_bind()).get_columns("predictions")
+    return [sa.Column(c["name"], c["type"], nullable=True) for c in found if c["name"] not in _OWN]
+
+
+def _carried(features: list[sa.Column]) -> list[str]:
+    """The columns a copy carries (SQLAlchemy quotes each where it is written)."""
+    names = ["request_id", "row_index", "ts", "model_version", *(c.name for c in features)]
+    return [*names, "probability", "predicted_class"]
+
+
+def _copy(source: str, target: str, columns: list[str], *, legacy_ids: bool) -> None:
+    """INSERT INTO target (...) SELECT ... FROM source, every name quoted by the dialect."""
+    metadata = sa.MetaData()
+    old = sa.Table(source, metadata, autoload_with=op.get_bind())
+    new = sa.Table(target, metadata, autoload_with=op.get_bind())
+    chosen = [old.c[name] for name in columns]
+    if legacy_ids:
+        legacy = sa.literal("legacy-") + sa.cast(old.c.id, sa.String(20))
+        query = sa.select(legacy, *chosen)
+        op.execute(sa.insert(new).from_select(["prediction_id", *columns], query))
+    else:
+        query = sa.select(*chosen).order_by(old.c.ts, old.c.prediction_id)
+        op.execute(sa.insert(new).from_select(columns, query))
 
 
 def upgrade() -> None:
+    features = _features()
+    carried = _carried(features)
     op.create_table(
         "predictions_v2",
         sa.Column("prediction_id", sa.String(40), primary_key=True),
@@ -37,17 +61,11 @@ def upgrade() -> None:
         sa.Column("row_index", sa.Integer, nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("model_version", sa.String(64), nullable=False),
-        *(
-            sa.Column(c.name, sa.Float if c.is_numeric else sa.String(200), nullable=True)
-            for c in COLUMNS
-        ),
+        *features,
         sa.Column("probability", sa.Float, nullable=False),
         sa.Column("predicted_class", sa.SmallInteger, nullable=False),
     )
-    op.execute(
-        f"INSERT INTO predictions_v2 (prediction_id, {_CARRIED}) "  # noqa: S608 - our own names
-        f"SELECT 'legacy-' || CAST(id AS VARCHAR(20)), {_CARRIED} FROM predictions"
-    )
+    _copy("predictions", "predictions_v2", carried, legacy_ids=True)
     op.create_table(
         "labels",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
@@ -74,6 +92,8 @@ def downgrade() -> None:
     still waiting for their prediction."""
     with op.batch_alter_table("requests") as batch:
         batch.drop_column("model_version")
+    features = _features()
+    carried = _carried(features)
     op.create_table(
         "predictions_v1",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
@@ -81,17 +101,11 @@ def downgrade() -> None:
         sa.Column("row_index", sa.Integer, nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("model_version", sa.String(64), nullable=False),
-        *(
-            sa.Column(c.name, sa.Float if c.is_numeric else sa.String(200), nullable=True)
-            for c in COLUMNS
-        ),
+        *features,
         sa.Column("probability", sa.Float, nullable=False),
         sa.Column("predicted_class", sa.SmallInteger, nullable=False),
     )
-    op.execute(
-        f"INSERT INTO predictions_v1 ({_CARRIED}) "  # noqa: S608 - our own names
-        f"SELECT {_CARRIED} FROM predictions ORDER BY ts, prediction_id"
-    )
+    _copy("predictions", "predictions_v1", carried, legacy_ids=False)
     op.create_table(
         "feedback",
         sa.Column("request_id", sa.String(128), primary_key=True),
