@@ -15,7 +15,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from src.dataset import __main__ as dataset_cli
-from src.dataset.spec import adult_spec, load_spec, parse_spec
+from src.dataset.spec import ColumnSpec, adult_spec, load_spec, parse_spec
 from src.errors import DataError
 from tests import tables
 from tests.conftest import ROOT
@@ -58,6 +58,17 @@ def test_spec_the_adult_file_round_trips_and_names_the_challenges_sensitive_colu
     assert set(spec.sensitive) == {"race", "sex", "native_country", "marital_status"}
     assert not set(spec.sensitive) & set(spec.model_inputs)
     assert spec.fairness_attributes == ("sex", "race")
+
+
+def test_spec_a_changed_copy_is_checked_and_its_views_are_its_own() -> None:
+    spec = adult_spec()
+    assert spec.features  # the cached view, taken before the copy
+    extra = ColumnSpec(name="tenure", kind="numeric")
+    wider = spec.model_copy(update={"columns": (*spec.columns, extra)})
+    assert wider.features == (*spec.features, "tenure")
+    assert wider.digest != spec.digest
+    with pytest.raises(ValueError, match="declared twice"):
+        spec.model_copy(update={"columns": (*spec.columns, spec.columns[0])})
 
 
 def test_spec_yes_and_no_stay_text_both_ways() -> None:

@@ -201,6 +201,15 @@ class DatasetSpec(_Frozen):
                 raise ValueError(f"fairness names '{name}', which is not a sensitive column")
         return self
 
+    def model_copy(
+        self, *, update: dict[str, Any] | None = None, deep: bool = False
+    ) -> DatasetSpec:
+        """A changed copy, validated again: pydantic's copy would skip the checks above and carry
+        the cached views (features, digest) of the original."""
+        del deep  # frozen all the way down: nothing to share by mistake
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self).model_validate({**fields, **(update or {})})
+
     # --- the views every consumer reads ---------------------------------------------------------
 
     @cached_property

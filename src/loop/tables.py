@@ -54,6 +54,7 @@ requests_table = Table(
     Column("xact", BigInteger, nullable=True, index=True),
 )
 
+
 # The log's own columns. Each feature of the log's dataset has a column too, added when a model of
 # that dataset is first served or registered (src/loop/columns.py says how, and under which name).
 def prediction_columns() -> list[Column[Any]]:
