@@ -45,12 +45,14 @@ CLOSED = "postgresql+psycopg://postgres@127.0.0.1:9/nothing"  # discard port: no
 
 class _Receiver(BaseHTTPRequestHandler):
     calls: ClassVar[list[tuple[str, str]]] = []  # (action, idempotency key)
+    datasets: ClassVar[set[str]] = set()  # the dataset label of every alert
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Receiver.calls.append(
             (body["commonLabels"]["action"], self.headers.get("Idempotency-Key", ""))
         )
+        _Receiver.datasets.add(body["commonLabels"]["dataset"])
         self.send_response(200)
         self.end_headers()
 
@@ -63,6 +65,7 @@ def receiver() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Receiver.calls.clear()
+    _Receiver.datasets.clear()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/alerts"
     finally:
@@ -119,6 +122,7 @@ def test_a_plan_acts_once_whatever_path_or_time_its_file_has(
     assert _act(copy, tmp_path / "plan3.yaml") == 0
     sent = [action for action, _ in _Receiver.calls]
     assert sorted(sent) == ["open_incident", "page_oncall"]  # once each, over three runs
+    assert _Receiver.datasets == {"adult-income"}  # the served spec's name
     for again in ("plan2.yaml", "plan3.yaml"):
         executed = yaml.safe_load((tmp_path / again).read_text())["executed"]
         assert "was executed already" in executed[0]["result"]

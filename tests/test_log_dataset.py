@@ -21,6 +21,7 @@ from src.loop.columns import column_changes, drop_change, ensure_layout, log_lay
 from src.loop.inserts import log_tables
 from src.loop.statistics import refresh
 from src.loop.tables import hourly_bins_table, make_engine
+from src.loop.windows import drift_report
 from src.loop.writer import PredictionLog
 from src.model.artifacts import DRIFT_REFERENCE_FILE
 from src.monitoring.drift import references_from_json
@@ -129,6 +130,11 @@ def hostile_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset
 
     folder = tmp_path_factory.mktemp("hostile")
     data, spec = _hostile_table(folder)
+    columns = [
+        c.model_copy(update={"unknown": "missing"}) if c.name == "select" else c
+        for c in spec.columns
+    ]
+    spec = spec.model_copy(update={"columns": tuple(columns)})
     result = train(data, folder / "set", spec=spec, trials=0)
     return data, spec, result.outdir
 
@@ -151,6 +157,11 @@ def test_hostile_column_names_are_logged_counted_and_drop_nothing(
             assert answer.status_code == 200, answer.text
             answer = client.post("/predict", json=batch)
             assert answer.status_code == 200, answer.text
+        outside = [{**rows[0], "select": "never seen"}, {**rows[1], "select": "nor this"}]
+        for batch in (outside[:1], outside * 10):  # row by row, and as columns
+            answer = client.post("/predict", json=batch, headers={"X-Event-Time": hour.isoformat()})
+            assert answer.status_code == 200, answer.text  # served: `unknown: missing`
+        assert 'served_unknown_values_total{column="select"} 21.0' in client.get("/metrics").text
         schemas = client.get("/openapi.json").json()["components"]["schemas"]
         assert any(HOSTILE in schema.get("properties", {}) for schema in schemas.values())
         _wait_written(client)
@@ -161,13 +172,17 @@ def test_hostile_column_names_are_logged_counted_and_drop_nothing(
     with engine.connect() as connection:
         logged = connection.execute(select(func.count()).select_from(table)).scalar()
         hostile = connection.execute(select(table.c[layout.column_of(HOSTILE)])).scalars().all()
-    assert logged == 42
+    assert logged == 42 + 21
     assert sorted(v for v in hostile if v is not None)  # the values themselves, stored
     references = references_from_json((folder / DRIFT_REFERENCE_FILE).read_text())
     refresh(engine, references, now=datetime.now(UTC), label_delay=timedelta(0))
     with engine.connect() as connection:
         features = set(connection.execute(select(hourly_bins_table.c.feature)).scalars())
     assert {layout.column_of(n) for n in spec.features} <= features  # every column counted
+    drift = drift_report(engine, references, hours=24 * 7, threshold=0.2)
+    select_drift = drift["details"]["select"]
+    assert select_drift["unseen_categories"] == ["never seen", "nor this"]  # most rows first
+    assert select_drift["unseen_count"] == 21
     assert "predictions" in inspect(engine).get_table_names()  # nothing dropped
     engine.dispose()
 

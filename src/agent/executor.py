@@ -117,10 +117,14 @@ def acting(registry: Registry) -> Iterator[bool]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def alert_payload(plan: AgentPlan, action: str, *, now: datetime, key: str) -> dict[str, Any]:
-    """Alertmanager's webhook JSON (version 4), one alert for this plan."""
+def alert_payload(
+    plan: AgentPlan, action: str, *, now: datetime, key: str, dataset: str
+) -> dict[str, Any]:
+    """Alertmanager's webhook JSON (version 4), one alert for this plan, labelled with the
+    served dataset's name."""
     labels = {
-        "alertname": "AdultIncomeModel",
+        "alertname": "ModelLoopAction",
+        "dataset": dataset,
         "action": action,
         "status": plan.status,
         "severity": "page" if action == "page_oncall" else "incident",
@@ -135,10 +139,10 @@ def alert_payload(plan: AgentPlan, action: str, *, now: datetime, key: str) -> d
     }
     return {
         "version": "4",
-        "groupKey": f"adult-income:{plan.status}",
+        "groupKey": f"{dataset}:{plan.status}",
         "status": "firing",
-        "receiver": "adult-income",
-        "groupLabels": {"alertname": "AdultIncomeModel"},
+        "receiver": "model-loop",
+        "groupLabels": {"alertname": "ModelLoopAction"},
         "commonLabels": labels,
         "commonAnnotations": alert["annotations"],
         "externalURL": "",
@@ -358,6 +362,8 @@ class Executor:
     def _alert(self, action: str, plan: AgentPlan, now: datetime, *, key: str) -> dict[str, Any]:
         url = self.settings.alert_webhook_url
         if url:
-            return post_webhook(url, alert_payload(plan, action, now=now, key=key), key=key)
+            dataset = self.registry.champion_spec().name
+            payload = alert_payload(plan, action, now=now, key=key, dataset=dataset)
+            return post_webhook(url, payload, key=key)
         print(f"{action}: {plan.status}: {plan.rationale}", file=sys.stderr)
         return {"result": "written to stderr and the history (no ALERT_WEBHOOK_URL)"}

@@ -99,6 +99,7 @@ class CompiledEncoder:
         self.spec = spec
         self.numeric = numeric
         self.categorical = categorical
+        self._unknown_missing = tuple(c for c in categorical if c.unknown_missing)
         self.ignored = [_ignored(c) for c in spec.columns if not c.is_input]
         self.width = len(numeric) + len(categorical)
         self._required = frozenset(spec.model_inputs)
@@ -241,13 +242,21 @@ class CompiledEncoder:
             return None
         return np.array(out, dtype=np.float64)
 
-    def unknown_counts(self, columns: dict[str, tuple[Any, ...]]) -> dict[str, int]:
-        """Values outside a domain served as missing (`unknown: missing`), per column."""
-        return {
-            spec.name: sum(1 for v in columns[spec.name] if v is not None and v not in spec.codes)
-            for spec in self.categorical
-            if spec.unknown_missing and spec.name in columns
-        }
+    def unknown_counts(
+        self, rows: list[dict[str, Any]], columns: dict[str, tuple[Any, ...]] | None = None
+    ) -> dict[str, int]:
+        """Values outside a domain that were served as missing (`unknown: missing`), per column
+        that had any: from the columns the fast path built, else from the rows."""
+        counts = {}
+        for spec in self._unknown_missing:
+            if columns is not None:
+                values = columns.get(spec.name, ())
+            else:
+                values = tuple(row.get(spec.name) for row in rows)
+            outside = sum(1 for v in values if v is not None and v not in spec.codes)
+            if outside:
+                counts[spec.name] = outside
+        return counts
 
 
 def _getter(names: tuple[str, ...]) -> Any:

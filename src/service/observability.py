@@ -84,7 +84,7 @@ class ProbabilityHistogram(Collector):
         ]
         buckets[-1] = ("+Inf", int(cumulative[-1]))
         family = HistogramMetricFamily(
-            "predicted_probability", "Predicted probability of income > 50K, per row."
+            "predicted_probability", "Predicted probability of the positive class, per row."
         )
         family.add_metric([], buckets, self._sum)
         yield family
@@ -140,6 +140,13 @@ class ServiceMetrics:
         self.log_buffered = Gauge(
             "prediction_log_buffered_bytes",
             "Bytes this worker's log holds in memory, waiting to be written.",
+            registry=self.registry,
+        )
+        self.unknown_values = Counter(
+            "served_unknown_values",
+            "Values outside a categorical column's domain that /predict served as missing (the "
+            "spec's `unknown: missing`), by column.",
+            ["column"],
             registry=self.registry,
         )
         self.probabilities = ProbabilityHistogram()

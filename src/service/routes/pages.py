@@ -57,11 +57,11 @@ def build_router(settings: Settings) -> APIRouter:
         return served_card(request, settings)
 
     @router.get("/docs", include_in_schema=False)
-    async def docs() -> Response:
+    async def docs(request: Request) -> Response:
         # Swagger UI from the service's own files (a pinned package): no CDN, works offline.
         return get_swagger_ui_html(
             openapi_url="/openapi.json",
-            title="Adult income classifier: API",
+            title=f"{request.app.title}: API",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",

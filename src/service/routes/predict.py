@@ -68,6 +68,8 @@ class PredictEndpoint:
             log.answering(len(probabilities), state["event_time"])
         metrics = app_state.metrics
         metrics.rows.inc(len(probabilities))
+        for column, count in predictor.encoder.unknown_counts(rows, columns).items():
+            metrics.unknown_values.labels(column).inc(count)
         metrics.probabilities.observe_many(probabilities)
         threshold = predictor.threshold
         payload = orjson.dumps(
