@@ -7,8 +7,8 @@ cat <<MSG
    so the commands below work on it as they are:
   make serve                                          # its champion on http://127.0.0.1:8000 (/report, /docs)
   .venv/bin/python -m src.registry list               # its versions; history: what the agent did
-  .venv/bin/python -m src.monitor_window --reference artifacts/ --out-dir $state/live/
+  .venv/bin/python -m src.monitor_window --reference ${ARTIFACTS:-artifacts}/ --out-dir $state/live/
   .venv/bin/python -m src.agent_monitor --metrics $state/live/metrics_history.jsonl \\
       --drift $state/live/drift_report.json --out $state/live/agent_plan.yaml
-  xdg-open artifacts/report.html                      # the model card with the loop's results
+  xdg-open ${ARTIFACTS:-artifacts}/report.html                      # the model card with the loop's results
 MSG

@@ -25,6 +25,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from src import agent_monitor, monitor_window
+from src.dataset.adult import census_source
 from src.loop import replay
 from src.loop.columns import log_layout
 from src.loop.ids import new_request_key
@@ -579,9 +580,8 @@ def test_the_replay_ends_in_the_verdict_its_shift_calls_for(
     server = Server(artifacts_dir, DATABASE_URL=url, ACCEPT_EVENT_TIME="true", SERVICE_TOKEN=TOKEN)
     try:
         server.wait_ready()
-        summary = replay.replay(
-            server.url, raw_test=DATA / "raw" / "adult.test", rows_per_hour=200, token=TOKEN
-        )
+        source = census_source(DATA / "raw" / "adult.test")
+        summary = replay.replay(server.url, source=source, rows_per_hour=200, token=TOKEN)
         assert summary["labelled"] == summary["rows"] == 192 * 200
         live = tmp_path / "live"
         assert (

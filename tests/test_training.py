@@ -20,7 +20,7 @@ from src.errors import ArtifactError
 from src.fileio import sha256_file
 from src.model.artifacts import MANIFEST_FILE, MODEL_FILE, load_bundle, model_version
 from src.training.data import carve_holdout, split_dataset
-from src.training.train import MIN_ROC_AUC, train
+from src.training.train import train
 from tests.conftest import ADULT, DATA, MODEL_INPUTS, ROOT, SENSITIVE, TEST_TRIALS
 from tests.conftest import read_adult as load_dataset
 
@@ -56,8 +56,8 @@ def test_train_writes_every_artifact(artifacts_dir: Path) -> None:
 
 def test_train_meets_the_acceptance_bar_on_project_data(artifacts_dir: Path) -> None:
     metrics = json.loads((artifacts_dir / "metrics.json").read_text())
-    assert metrics["roc_auc"] >= MIN_ROC_AUC
-    assert metrics["acceptance"] == {"min_roc_auc": MIN_ROC_AUC, "passed": True}
+    assert metrics["roc_auc"] >= ADULT.min_roc_auc == 0.83  # the challenge's bar, in its spec
+    assert metrics["acceptance"] == {"min_roc_auc": 0.83, "passed": True}
     for key in ("pr_auc", "accuracy", "log_loss", "brier"):
         assert 0 < metrics[key] < 1
     holdout = metrics["data"]["holdout"]

@@ -1,13 +1,16 @@
-"""python -m src.dataset infer | check: draft a dataset spec from a table, or check a table
-against one.
+"""python -m src.dataset infer | check | shift: draft a dataset spec from a table, check a table
+against one, or draw a shifted sample of it.
 
     python -m src.dataset infer --data TABLE --label COL [--positive VALUE]
         [--sensitive COL [COL ...]] --out SPEC
     python -m src.dataset check --data TABLE --spec SPEC
+    python -m src.dataset shift --data TABLE --spec SPEC --out SAMPLE [--rows N]
 
 infer prints one line per column: what it decided and why (suspected leakage and suggested
 sensitive columns loudly); nothing is written unless the label has exactly two values. check
-prints one line per problem (line, column, value). Exit codes: 0 done (check: no problem); 2 bad
+prints one line per problem (line, column, value). shift writes rows of the table's holdout with
+the change the demo plants in its replay (src/dataset/shifts.py), for `python -m src.drift`. Exit
+codes: 0 done (check: no problem); 2 bad
 input (a file, a spec, a flag, or a table the spec does not describe).
 """
 
@@ -69,7 +72,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--data", required=True, type=Path, help="the table (CSV or Parquet)")
     check.add_argument("--spec", required=True, type=Path, help="the dataset spec (YAML)")
+    shift = commands.add_parser(
+        "shift",
+        help="a shifted sample of a table's holdout rows",
+        formatter_class=cli.HELP,
+        allow_abbrev=False,
+    )
+    shift.add_argument("--data", required=True, type=Path, help="the table (CSV or Parquet)")
+    shift.add_argument("--spec", required=True, type=Path, help="the dataset spec (YAML)")
+    shift.add_argument("--out", required=True, type=Path, help="where the sample (CSV) goes")
+    shift.add_argument("--rows", type=int, default=2000, help="rows drawn (with replacement)")
+    shift.add_argument("--seed", type=int, default=7, help="the draw's seed")
     return parser
+
+
+def run_shift(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from src.dataset.shifts import table_source
+    from src.dataset.spec import load_spec
+    from src.dataset.table import as_table
+    from src.errors import DataError
+    from src.fileio import write_text_atomic
+
+    if args.rows < 1:
+        raise DataError("--rows must be at least 1")
+    spec = load_spec(args.spec)
+    source = table_source(args.data, spec)
+    rng = np.random.default_rng(args.seed)
+    picked = rng.integers(0, len(source.features), args.rows)
+    sample = source.features.iloc[picked].reset_index(drop=True)
+    shifted, _ = source.shift(sample, source.labels[picked], rng)
+    write_text_atomic(args.out, as_table(spec, shifted).to_csv(index=False, lineterminator="\n"))
+    print(f"wrote {args.out}: {args.rows:,} holdout rows of {args.data}, {source.shift_text}")
+    return 0
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -141,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from src.fileio import run_cli
 
-    return run_cli(lambda: run_infer(args) if args.command == "infer" else run_check(args))
+    commands = {"infer": run_infer, "check": run_check, "shift": run_shift}
+    return run_cli(lambda: commands[args.command](args))
 
 
 if __name__ == "__main__":

@@ -168,6 +168,9 @@ class DatasetSpec(_Frozen):
     event_time: str | None = None
     # The sensitive columns the fairness report measures (default: every sensitive column).
     fairness: tuple[str, ...] | None = None
+    # The acceptance bar: a model whose validation ROC-AUC is under it fails acceptance (train
+    # exits 1, the gate refuses it). The default asks for no more than chance: set your use's.
+    min_roc_auc: float = Field(0.5, ge=0.5, le=1.0)
     columns: tuple[ColumnSpec, ...] = Field(min_length=1)
 
     @field_validator("spec_version")
