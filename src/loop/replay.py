@@ -238,9 +238,7 @@ def replay(
     sent = labelled = 0
     for hour in range(first_hour, first_hour + hours):
         shifted = hour >= first_hour + hours - shift_hours
-        rows, labels = hour_of_traffic(
-            source, rng, rows=rows_per_hour, shifted=shifted, hour=hour
-        )
+        rows, labels = hour_of_traffic(source, rng, rows=rows_per_hour, shifted=shifted, hour=hour)
         feedback = []
         for batch, offset in enumerate(range(0, len(rows), BATCH_ROWS)):
             stamp = start + timedelta(hours=hour, minutes=batch)
