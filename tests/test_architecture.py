@@ -88,3 +88,28 @@ def test_architecture_functions_fit_on_a_screen() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert long == []
+
+
+def test_architecture_only_the_dataset_package_names_the_census_columns() -> None:
+    """Every dataset-specific name lives in a spec: outside src/dataset/ (the census's spec file
+    and its builder) no source names an Adult column. Names no English sentence uses are found
+    anywhere; the everyday words (age, sex, ...) where code would use them, as string literals
+    or subscripts."""
+    import re
+
+    from src.dataset.spec import adult_spec
+
+    spec = adult_spec()
+    names = {*spec.features, spec.label.column, *(a.column for a in spec.label.also)}
+    everyday = {n for n in names if "_" not in n}
+    unusual = re.compile(r"\b(" + "|".join(sorted(names - everyday)) + r"|fnlwgt)\b")
+    quoted = re.compile(r"""["'](""" + "|".join(sorted(everyday)) + r""")["']""")
+    offending = []
+    for path in sorted(SRC.rglob("*")):
+        inside = path.relative_to(SRC).parts[0] == "dataset"
+        if inside or path.suffix not in {".py", ".sh", ".html", ".js", ".sql", ".yaml", ".md"}:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if unusual.search(line) or quoted.search(line):
+                offending.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offending, "\n".join(offending)

@@ -3,9 +3,9 @@ hyperparameters, and scored on the same validation rows with bootstrap 95% inter
 
 Candidates (docs/fairness-mitigation.md says what each costs and buys):
 - none: the plain model.
-- no_proxy: the model never sees the inputs the proxy check flags (on the census,
-  `relationship` gives sex away): their column is blank while the trees are fit, so no split
-  uses it.
+- no_proxy: the model never sees the inputs the proxy check flags (an input that gives a
+  sensitive attribute away, as a household role can give sex away): their column is blank while
+  the trees are fit, so no split uses it.
 - reweighing: Kamiran & Calders sample weights, so that every group of the fairness attributes
   (crossed) carries the same share of positives.
 - exponentiated_gradient: fairlearn's reductions approach under equalized odds by the first
