@@ -69,6 +69,15 @@ def fresh_postgres() -> str | None:
     return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
 
 
+def drop_postgres(url: str) -> None:
+    """Drop a database fresh_postgres made (its connections gone first)."""
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def _count(url: str, table_name: str = "predictions") -> int:
     engine = make_engine(url)
     with engine.connect() as connection:
