@@ -30,6 +30,7 @@ SECTIONS = (
     "swap",
     "contention",
     "dataset",
+    "live",
 )
 
 
@@ -94,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_tools("hey")
             result = contention.run(args.artifacts)
+        elif section == "live":
+            from bench import live
+
+            result = live.run()
         elif section == "dataset":
             from bench import dataset
 
