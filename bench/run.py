@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif section == "monitoring":
             from bench import monitoring
 
-            result = monitoring.run()
+            result = monitoring.run(args.artifacts)
         elif section == "drift":
             from bench import drift
 

@@ -92,6 +92,75 @@ def batch_latency(url: str, body: bytes, *, requests: int) -> dict[str, float]:
     }
 
 
+def paired_latency(url: str, body: bytes, paths: list[str], *, requests: int) -> dict[str, Any]:
+    """Sequential requests to each path in turn (so the machine's drift hits all alike): the
+    server's and the client's p50 per path."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    server: dict[str, list[float]] = {p: [] for p in paths}
+    client: dict[str, list[float]] = {p: [] for p in paths}
+    for _ in range(requests):
+        for path in paths:
+            started = time.perf_counter()
+            connection.request("POST", path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            client[path].append((time.perf_counter() - started) * 1000)
+            if response.status != 200:
+                raise SystemExit(f"{path} failed with {response.status}")
+            server[path].append(float(response.getheader("server-timing").split("dur=")[1]))
+    return {
+        p: {
+            "server_p50_ms": round(median(server[p]), 3),
+            "client_p50_ms": round(median(client[p]), 3),
+        }
+        for p in paths
+    }
+
+
+def reasons_cost(url: str, one_row: bytes, batch: bytes) -> dict[str, Any]:
+    """/predict with and without ?reasons=3: one row, and 1,000 rows."""
+    paths = ["/predict", "/predict?reasons=3"]
+    paired_latency(url, one_row, paths, requests=50)  # warm-up (the explainer loads once)
+    one = paired_latency(url, one_row, paths, requests=1000)
+    thousand = paired_latency(url, batch, paths, requests=50)
+    return {
+        "one_row": one,
+        "one_row_ratio": round(one[paths[1]]["server_p50_ms"] / one[paths[0]]["server_p50_ms"], 2),
+        "one_row_client_ratio": round(
+            one[paths[1]]["client_p50_ms"] / one[paths[0]]["client_p50_ms"], 2
+        ),
+        "thousand_rows": thousand,
+        "thousand_rows_ratio": round(
+            thousand[paths[1]]["server_p50_ms"] / thousand[paths[0]]["server_p50_ms"], 2
+        ),
+    }
+
+
+def _reasons_table(cost: dict[str, Any]) -> str:
+    rows = []
+    for label, key in (("1 row", "one_row"), ("1,000 rows", "thousand_rows")):
+        plain, explained = cost[key]["/predict"], cost[key]["/predict?reasons=3"]
+        ratio = cost[f"{key}_ratio"]
+        rows.append(
+            [
+                label,
+                f"{plain['server_p50_ms']} / {plain['client_p50_ms']}",
+                f"{explained['server_p50_ms']} / {explained['client_p50_ms']}",
+                f"{ratio:.2f}x",
+            ]
+        )
+    return table(
+        [
+            "request",
+            "plain: server / client p50 ms",
+            "?reasons=3: server / client p50 ms",
+            "server p50 ratio",
+        ],
+        rows,
+    )
+
+
 def _revision(checkout: Path) -> str:
     result = subprocess.run(
         ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -174,6 +243,7 @@ def run(
             )
             batch_latency(server.url, batch, requests=5)  # warm-up
             batches[name] = batch_latency(server.url, batch, requests=200)
+        reasons = reasons_cost(servers[COMPILED].url, one_row.read_bytes(), batch)
     finally:
         for server in servers.values():
             server.stop()
@@ -218,7 +288,11 @@ def run(
         "p99_at_1000_rps_server_ms <= 5": fixed[compiled]["server_p99_ms"] <= 5,
         "batch_1000_server_p50_ms <= 6": batches[compiled]["server_p50_ms"] <= 6,
         "batch_1000_server_p99_ms <= 30": batches[compiled]["server_p99_ms"] <= 30,
+        "one row with 3 reasons: server p50 <= 2x a plain one-row request": reasons["one_row_ratio"]
+        <= 2,
     }
+    markdown += "\n\nReasons (`?reasons=3`), the compiled server, requests in turn:\n\n"
+    markdown += _reasons_table(reasons)
     return {
         "throughput": throughput,
         "summary": summary,
@@ -226,6 +300,7 @@ def run(
         "ratio_vs_hello_range": spreads,
         "fixed_rate": fixed,
         "batch_1000": batches,
+        "reasons": reasons,
         "goals": goals,
         "markdown": markdown,
     }

@@ -106,7 +106,34 @@ def _judge(
         else None
     )
     add_coverage(engine, points, report)  # the share of answered rows the figures rest on
+    if report is not None:
+        attribution = _attribution_drift(engine, args.reference, report["window"], settings)
+        if attribution is not None:
+            report["attribution_drift"] = attribution
     return purged, done, points, report
+
+
+def _attribution_drift(
+    engine: Any, folder: Path, window: dict[str, Any], settings: Settings
+) -> dict[str, Any] | None:
+    """The window's attribution shares against training's, when the set holds its summary."""
+    from src.loop.attributions import attribution_drift, training_summary, window_sample
+    from src.model.artifacts import SHAP_SUMMARY_FILE, load_bundle
+    from src.model.encoder import CompiledEncoder
+    from src.model.reasons import Explainer
+
+    if not (folder / SHAP_SUMMARY_FILE).is_file() or not window.get("rows"):
+        return None  # a set trained before reasons, or an empty window
+    bundle = load_bundle(folder)
+    encoder = CompiledEncoder.from_spec(bundle.spec, bundle.encoding)
+    rows = window_sample(engine, bundle.spec, window, settings.attribution_sample_rows)
+    return attribution_drift(
+        Explainer(bundle.model_text, encoder),
+        encoder,
+        rows,
+        training_summary(folder / SHAP_SUMMARY_FILE),
+        settings.attribution_drift_share,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if line := coverage_line(report):
             print(line)
+        if attribution := report.get("attribution_drift"):
+            moved = ", ".join(attribution["drifted"]) or "none"
+            print(
+                f"attribution drift on {attribution['rows']:,} sampled rows (share moved more "
+                f"than {attribution['threshold']}): {moved}"
+            )
         return 0
 
     return run_cli(body)

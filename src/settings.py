@@ -34,8 +34,12 @@ class Settings(BaseSettings):
     gate_margin: float = Field(0.005, ge=0, alias="GATE_MARGIN")
     # ... judged on this many recent labelled rows of traffic at least, else on the holdout...
     gate_min_rows: int = Field(1000, ge=50, alias="GATE_MIN_ROWS")
-    # ... and no sex or race group's parity gap may widen by more than this.
+    # ... and no fairness attribute's parity gap may widen by more than this.
     gate_max_gap_widening: float = Field(0.02, ge=0, alias="GATE_MAX_GAP_WIDENING")
+    # Attribution drift: the monitoring job scores this many of the window's logged rows, and an
+    # input whose share of the mean |contribution| moved by more than this is a finding.
+    attribution_sample_rows: int = Field(2000, ge=100, le=100_000, alias="ATTRIBUTION_SAMPLE_ROWS")
+    attribution_drift_share: float = Field(0.10, gt=0, lt=1, alias="ATTRIBUTION_DRIFT_SHARE")
     # The agent's retraining recipe: the training data plus this many hours of labelled traffic.
     retrain_traffic_hours: int = Field(24, ge=1, alias="RETRAIN_TRAFFIC_HOURS")
     # 0: the challenger keeps the champion's hyperparameters (a search costs ~20x the fit).

@@ -228,6 +228,12 @@ def _drift_finding(drift: DriftSummary | None) -> dict[str, Any]:
         )
     if drift.not_observed:
         finding["not_observed"] = drift.not_observed
+    if (attribution := drift.attribution_drift) is not None:
+        finding["attribution_drift"] = [
+            {"column": name, **attribution.columns.get(name, {})} for name in attribution.drifted
+        ]
+        finding["attribution_threshold"] = attribution.threshold
+        finding["attribution_rows"] = attribution.rows
     return finding
 
 

@@ -52,6 +52,20 @@ class MetricPoint(BaseModel):
             raise ValueError("ts is out of range once converted to UTC") from None
 
 
+class AttributionDrift(BaseModel):
+    """What the served model leans on now against training (src/loop/attributions.py)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    threshold: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+    rows: int = Field(ge=0)
+    drifted: list[Annotated[str, Field(max_length=200)]] = Field(default=[], max_length=1000)
+    columns: dict[
+        Annotated[str, Field(max_length=200)],
+        dict[str, Annotated[float, Field(allow_inf_nan=False)]],
+    ] = Field(default={}, max_length=1000)
+
+
 class DriftSummary(BaseModel):
     """The Part D drift report; extra keys (details, timestamps) are allowed and ignored."""
 
@@ -69,6 +83,9 @@ class DriftSummary(BaseModel):
     @property
     def inputs_drifted(self) -> bool:
         return self.overall_drift if self.model_input_drift is None else self.model_input_drift
+
+    # Attribution drift, when the monitoring job measured it.
+    attribution_drift: AttributionDrift | None = None
 
     # Provenance, when the report carries it: when it was computed and over which window.
     timestamp: str | None = Field(default=None, max_length=64)

@@ -670,7 +670,7 @@ def request_value(column: ColumnSpec, text: Any) -> Any:
 # --- back to a table's own form -----------------------------------------------------------------
 
 
-def _iso_from_days(days: float) -> str | None:
+def iso_from_days(days: float) -> str | None:
     if days != days:
         return None
     stamp = pd.Timestamp(round(days * SECONDS_PER_DAY * 1e6), unit="us", tz="UTC")
@@ -686,7 +686,7 @@ def as_table(spec: DatasetSpec, features: pd.DataFrame) -> pd.DataFrame:
         if column.kind == "boolean":
             out[name] = features[name].map({1.0: "true", 0.0: "false"})
         elif column.kind == "datetime" and column.is_input:
-            out[name] = [_iso_from_days(v) for v in features[name].to_numpy(np.float64)]
+            out[name] = [iso_from_days(v) for v in features[name].to_numpy(np.float64)]
     return out
 
 
@@ -696,7 +696,7 @@ def _request_value(column: ColumnSpec, value: Any) -> Any:
     if column.kind == "boolean":
         return bool(value)
     if column.kind == "datetime":
-        return _iso_from_days(float(value))
+        return iso_from_days(float(value))
     if column.kind == "categorical":
         return int(value) if column.integer_codes else str(value)
     if isinstance(value, float) and value.is_integer():

@@ -44,6 +44,9 @@ REFERENCE_FILE = "reference_rows.csv"
 DRIFT_REFERENCE_FILE = "drift_reference.json"
 # Gain and mean |SHAP| per model input.
 IMPORTANCES_FILE = "feature_importances.csv"
+# Mean |exact contribution| per model input on the validation rows (src/model/reasons.py): the
+# monitoring job compares the window's attribution shares with it.
+SHAP_SUMMARY_FILE = "shap_summary.csv"
 # The model card, built by training: the service serves it with its live parts filled in.
 CARD_FILE = "model_card.html"
 MANIFEST_FILE = "manifest.json"

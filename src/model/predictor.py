@@ -17,6 +17,7 @@ from src.errors import ArtifactError
 from src.model.artifacts import ModelBundle
 from src.model.contract import InputContract
 from src.model.encoder import CompiledEncoder
+from src.model.reasons import LazyExplainer
 
 logger = logging.getLogger("service")
 # Probabilities must match the training-time ones to this (the bar).
@@ -54,6 +55,8 @@ class Predictor:
         self.version = bundle.version
         self._compiled = _lleaves(bundle.model_text, builds) if engine == "lleaves" else None
         self._booster = _booster(bundle.model_text) if engine == "booster" else None
+        # Reasons (exact contributions) need LightGBM: loaded when a request first asks.
+        self.explainer = LazyExplainer(bundle.model_text, self.encoder)
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
         if self._compiled is not None:

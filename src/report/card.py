@@ -80,6 +80,7 @@ def build_card(
         _fairness_section(spec, metrics),
         mitigation_section(mitigations) if mitigations else MITIGATION_SLOT,
         _importance_section(importances),
+        _reasons_section(metrics),
         _details_section(metrics),
         _limits_section(spec, metrics),
         spec_section(spec),
@@ -336,6 +337,59 @@ def _importance_section(importances: pd.DataFrame) -> str:
         '<section id="importance"><h2>What the model looks at</h2>'
         f"<figure>{importance_figure(importances)}</figure>"
         + table(["input", "gain", "mean |SHAP|"], rows)
+        + "</section>"
+    )
+
+
+def proxy_sentences(attributions: dict[str, Any]) -> list[str]:
+    """Per sensitive attribute and group: the gap in mean score from the largest group, and the
+    inputs that carry most of it (their mean contributions' differences add up to the gap)."""
+    sentences = []
+    for attribute, block in attributions["by_group"].items():
+        reference = block["reference_group"]
+        base = block["groups"][reference]["mean_score"]
+        for group, sources in block["gap_sources"].items():
+            gap = block["groups"][group]["mean_score"] - base
+            carried = ", ".join(f"{s['column']} ({s['difference']:+.2f})" for s in sources)
+            sentences.append(
+                f"{attribute} = {group}: mean score {gap:+.2f} log-odds from {reference}; "
+                f"carried most by {carried}"
+            )
+    return sentences
+
+
+def _reasons_section(metrics: dict[str, Any]) -> str:
+    """Why the model decides: each decision's reasons are served (/predict?reasons=K); here,
+    where the gaps between groups come from, in exact contributions."""
+    attributions = metrics.get("attributions")
+    if not attributions:  # a set trained before reasons
+        return ""
+    rows = []
+    for attribute, block in attributions["by_group"].items():
+        reference = block["reference_group"]
+        base = block["groups"][reference]["mean_score"]
+        for group, info in block["groups"].items():
+            sources = block["gap_sources"].get(group, [])
+            rows.append(
+                [
+                    esc(attribute),
+                    esc(group) + (" (reference)" if group == reference else ""),
+                    f"{info['rows']:,}",
+                    fmt(info["mean_score"] - base),
+                    esc(", ".join(f"{s['column']} {s['difference']:+.2f}" for s in sources)),
+                ]
+            )
+    sentences = "".join(f"<li>{esc(s)}</li>" for s in proxy_sentences(attributions))
+    return (
+        '<section id="reasons"><h2>Reasons, and where the gaps come from</h2>'
+        "<p>Each decision can carry its reasons: <code>POST /predict?reasons=3</code> adds the "
+        "three inputs that moved the row's score most, with their exact contributions in "
+        "log-odds (LightGBM's TreeSHAP: they and the base value add up to the score). Sensitive "
+        "columns are never inputs, so a gap between groups comes from the inputs that stand in "
+        "for them; on the validation rows, the difference between a group's and the largest "
+        "group's mean contributions, input by input, adds up to the gap in mean score:</p>"
+        f"<ul>{sentences}</ul>"
+        + table(["attribute", "group", "rows", "score vs reference", "inputs carrying it"], rows)
         + "</section>"
     )
 

@@ -64,7 +64,7 @@ def badge(klass: str, text: str) -> str:
 
 
 def plain(value: Any) -> str:
-    """A finding's value as a person would write it: [{'tenure': 0.9}] -> 'tenure 0.9', True -> 'yes'."""
+    """A finding's value as a person would write it: [{'x': 0.9}] -> 'x 0.9', True -> 'yes'."""
     if isinstance(value, list):
         return "; ".join(plain(v) for v in value) or "none"
     if isinstance(value, dict):

@@ -3,6 +3,8 @@ the schema and the trained categories (src/contract.py), and the fast path skips
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from src.agent import DriftSummary, MetricPoint
@@ -10,10 +12,25 @@ from src.agent import DriftSummary, MetricPoint
 MAX_POINTS = 50_000
 
 
+class Reason(BaseModel):
+    column: str = Field(description="A model input, in the dataset spec's own name")
+    value: Any = Field(description="The row's value, as sent")
+    contribution: float = Field(description="Its exact contribution to the score, in log-odds")
+
+
 class Prediction(BaseModel):
     prediction_id: str = Field(description="Issued by the server; send it back with the label")
     probability: float = Field(ge=0, le=1)
     class_: int = Field(alias="class", ge=0, le=1)
+    base_value: float | None = Field(
+        default=None,
+        description="With ?reasons=K: the score of an average row, in log-odds; it plus every "
+        "input's contribution is the row's score (the log-odds of `probability`)",
+    )
+    reasons: list[Reason] | None = Field(
+        default=None,
+        description="With ?reasons=K: the K largest contributions by absolute size (TreeSHAP)",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -64,7 +81,9 @@ class Label(BaseModel):
     prediction_id: str = Field(
         min_length=1, max_length=64, description="The prediction_id /predict returned"
     )
-    label: int = Field(strict=True, ge=0, le=1, description="1 when the true income is > 50K")
+    label: int = Field(
+        strict=True, ge=0, le=1, description="1 when the true outcome is the positive class"
+    )
 
     _integer = field_validator("label", mode="before")(_json_integer)
 

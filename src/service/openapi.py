@@ -32,10 +32,13 @@ def _ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"{REF}/{model.__name__}"}}}
 
 
-def predict_operation(body: dict[str, Any]) -> dict[str, Any]:
+def predict_operation(body: dict[str, Any], inputs: int | None) -> dict[str, Any]:
     """/predict is a plain ASGI route (its speed), so its OpenAPI entry is written here."""
+    reasons: dict[str, Any] = {"type": "integer", "minimum": 0, "default": 0}
+    if inputs is not None:
+        reasons["maximum"] = inputs
     errors = {
-        "400": "Invalid rows: every error, with row and field",
+        "400": "Invalid rows (every error, with row and field), or reasons out of range",
         "413": "Too many rows or too large a body",
         "415": "Not JSON",
         "503": "Model not loaded",
@@ -43,6 +46,17 @@ def predict_operation(body: dict[str, Any]) -> dict[str, Any]:
     return {
         "summary": SUMMARY,
         "operationId": "predict",
+        "parameters": [
+            {
+                "name": "reasons",
+                "in": "query",
+                "required": False,
+                "description": "Per-row reasons: each row's K largest exact contributions "
+                "(LightGBM's TreeSHAP, in log-odds, in the spec's column names) and its base "
+                "value. 0, the default, gives none (the fast path).",
+                "schema": reasons,
+            }
+        ],
         "requestBody": body,
         "responses": {
             "200": {
@@ -86,7 +100,9 @@ def install_openapi(app: FastAPI, max_rows: int) -> None:
             example = predictor.bundle.sample["rows"][:2] if predictor else []
             body = predict_request_body(contract, example, max_rows)
             defs = body["content"]["application/json"]["schema"].pop("$defs", {})
-            schema["paths"] = {"/predict": {"post": predict_operation(body)}, **schema["paths"]}
+            inputs = len(predictor.spec.model_inputs) if predictor else None
+            operation = predict_operation(body, inputs)
+            schema["paths"] = {"/predict": {"post": operation}, **schema["paths"]}
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(defs)
             components.update(_component_schemas(PredictResponse, ErrorResponse))

@@ -32,12 +32,14 @@ from src.model.artifacts import (
     PREDICTIONS_FILE,
     REFERENCE_FILE,
     SAMPLE_FILE,
+    SHAP_SUMMARY_FILE,
     SPEC_FILE,
     VALIDATION_ROWS_FILE,
     git_sha,
     library_versions,
     write_artifact_set,
 )
+from src.model.reasons import by_group, mean_abs
 from src.monitoring.drift import fit_reference, references_to_json
 from src.training.data import (
     Split,
@@ -74,16 +76,15 @@ class TrainResult:
 
 
 def feature_importances(
-    model: lgb.LGBMClassifier, x_val: np.ndarray, names: list[str]
+    model: lgb.LGBMClassifier, contributions: np.ndarray, names: list[str]
 ) -> pd.DataFrame:
     """LightGBM gain and mean |SHAP| (LightGBM's own pred_contrib) per model input, sorted."""
     booster = model.booster_
-    contributions = booster.predict(x_val, pred_contrib=True)[:, :-1]  # last column: bias
     frame = pd.DataFrame(
         {
             "feature": names,
             "gain": booster.feature_importance(importance_type="gain"),
-            "mean_abs_shap": np.abs(contributions).mean(axis=0),
+            "mean_abs_shap": np.abs(contributions[:, :-1]).mean(axis=0),  # last column: bias
         }
     )
     # Sorted by mean |SHAP|, like the report's chart: what moves a prediction, not split counts.
@@ -148,6 +149,29 @@ def fairness_block(
     }
 
 
+def attribution_block(
+    spec: DatasetSpec, contributions: np.ndarray, names: list[str], x_val: pd.DataFrame
+) -> dict[str, Any]:
+    """Exact contributions on the validation rows: mean |contribution| per input, and for each
+    fairness attribute each group's mean contribution per input (the differences from the
+    largest group add up to the gap in mean score: those inputs are where a gap comes from)."""
+    summary = mean_abs(contributions, names)
+    groups = groups_frame(spec, x_val)
+    return {
+        "unit": "log-odds",
+        "rows": len(contributions),
+        "base_value": float(contributions[0, -1]) if len(contributions) else None,
+        "mean_abs": dict(sorted(summary.items(), key=lambda item: (-item[1], item[0]))),
+        "by_group": {a: by_group(contributions, names, groups[a]).as_dict() for a in groups},
+    }
+
+
+def shap_summary(metrics: dict[str, Any]) -> pd.DataFrame:
+    """shap_summary.csv: column, mean |contribution| on the validation rows, largest first."""
+    mean = metrics["attributions"]["mean_abs"]
+    return pd.DataFrame({"column": list(mean), "mean_abs_contribution": list(mean.values())})
+
+
 def _csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, lineterminator="\n").encode()
 
@@ -159,9 +183,10 @@ def artifact_files(
     split: Split,
     baseline_proba: np.ndarray,
     holdout_rows: bytes,
+    contributions: np.ndarray,
 ) -> dict[str, bytes]:
     x_train, x_val, _, y_val = split
-    importances = feature_importances(fitted.model, fitted.val_matrix, fitted.names)
+    importances = feature_importances(fitted.model, contributions, fitted.names)
     predictions = pd.DataFrame(
         {
             "y_true": y_val.to_numpy(),
@@ -181,6 +206,7 @@ def artifact_files(
         SPEC_FILE: spec.to_yaml().encode(),
         METRICS_FILE: dumps_json(metrics).encode(),
         IMPORTANCES_FILE: _csv(importances),
+        SHAP_SUMMARY_FILE: _csv(shap_summary(metrics)),
         SAMPLE_FILE: dumps_json(sample_rows(spec, x_val, fitted.proba)).encode(),
         HOLDOUT_ROWS_FILE: holdout_rows,
         PREDICTIONS_FILE: _csv(predictions),
@@ -337,8 +363,13 @@ def train(
     metrics = assemble_metrics(
         spec, fitted, baseline_proba, fairness, split, params=params, trials_log=trials_log, run=run
     )
+    log("reasons: exact contributions on the validation rows")
+    contributions = fitted.model.booster_.predict(fitted.val_matrix, pred_contrib=True)
+    metrics["attributions"] = attribution_block(spec, contributions, fitted.names, x_val)
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
-    files = artifact_files(spec, fitted, metrics, split, baseline_proba, carved.holdout_rows)
+    files = artifact_files(
+        spec, fitted, metrics, split, baseline_proba, carved.holdout_rows, contributions
+    )
     if documents is not None:
         files.update(documents(files))
     write_artifact_set(outdir, files, build_manifest(spec, metrics))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -46,6 +47,10 @@ class PredictEndpoint:
         state["event_time"] = event_time(
             headers.get("x-event-time"), self.accept_event_time, self.event_time_max_age
         )
+        reasons, failure = reasons_asked(scope["query_string"], predictor)
+        if failure is not None:
+            await failure(scope, receive, send)
+            return
         body = await read_json_body(headers, receive, self.max_body)
         rows, matrix, failure, columns = parse_rows(body, predictor, self.max_rows)
         if failure is not None:
@@ -72,25 +77,52 @@ class PredictEndpoint:
             metrics.unknown_values.labels(column).inc(count)
         metrics.probabilities.observe_many(probabilities)
         threshold = predictor.threshold
+        predictions = [
+            {"prediction_id": f"{key}-{i:05d}", "probability": p, "class": int(p >= threshold)}
+            for i, p in enumerate(probabilities.tolist())
+        ]
+        if reasons:
+            explained = explain(predictor, rows, matrix, reasons)
+            for prediction, (base, top) in zip(predictions, explained, strict=True):
+                prediction["base_value"] = base
+                prediction["reasons"] = top
         payload = orjson.dumps(
-            {
-                "model_version": predictor.version,
-                "threshold": threshold,
-                "predictions": [
-                    {
-                        "prediction_id": f"{key}-{i:05d}",
-                        "probability": p,
-                        "class": int(p >= threshold),
-                    }
-                    for i, p in enumerate(probabilities.tolist())
-                ],
-            }
+            {"model_version": predictor.version, "threshold": threshold, "predictions": predictions}
         )
         length = (b"content-length", str(len(payload)).encode())
         await send(
             {"type": "http.response.start", "status": 200, "headers": [_JSON_HEADER, length]}
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def reasons_asked(query: bytes, predictor: Any) -> tuple[int, Any]:
+    """`?reasons=K`: (K, None), or (0, the 400 response) when K is not an integer from 0 to the
+    number of model inputs. Other query parameters are ignored, as FastAPI ignores them."""
+    if not query:  # the plain request: no query to parse
+        return 0, None
+    values = parse_qs(query.decode("latin-1"), keep_blank_values=True).get("reasons")
+    if not values:
+        return 0, None
+    most = len(predictor.spec.model_inputs)
+    text = values[-1]
+    if not (text.isascii() and text.isdigit()) or int(text) > most:
+        message = f"reasons must be an integer from 0 to {most}; got {text[:20]!r}"
+        where = {"row": None, "field": "reasons", "message": message, "type": "query"}
+        return 0, error(400, message, [where])
+    return int(text), None
+
+
+def explain(
+    predictor: Any, rows: list[dict[str, Any]], matrix: Any, k: int
+) -> list[tuple[float, list[dict[str, Any]]]]:
+    """Each row's base value and its k largest exact contributions (src/model/reasons.py)."""
+    from src.model.reasons import top_reasons
+
+    if matrix is None:
+        matrix = predictor.encoder.encode(rows)
+    explainer = predictor.explainer.get()
+    return top_reasons(explainer.contributions(matrix), explainer.names, rows, k)
 
 
 def _hand_off(
