@@ -14,4 +14,5 @@ done
 for name in metrics_history.jsonl drift_report.json agent_plan.yaml; do
   cp "$LIVE/$name" "$out/live/$name"
 done
+.venv/bin/python -m src.report.reference_docs  # the docs pages that quote the run
 echo "refreshed $out from $ARTIFACTS and $LIVE"

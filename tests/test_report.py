@@ -18,7 +18,7 @@ from PIL import Image
 from src import agent_monitor, drift
 from src.report import __main__ as report
 from src.report.pages import fmt
-from tests.conftest import DATA
+from tests.conftest import DATA, ROOT
 from tests.test_inference import Server, http
 
 SECTIONS = ("served", "details", "quality", "fairness", "importance", "monitoring", "use")
@@ -241,3 +241,32 @@ def test_report_never_scrolls_sideways_on_a_phone(server: Server, tmp_path: Path
     found = re.search(r"<title>scroll-width:(\d+)</title>", result.stdout)
     assert found, result.stderr[-2000:]
     assert int(found.group(1)) <= 390
+
+
+def test_docs_pages_show_the_reference_runs_figures() -> None:
+    """docs/fairness-mitigation.md once showed an estimate outside its own interval, typed by
+    hand from an older run: its table is now copied from the reference run, and held to it."""
+    from src.report import reference_docs
+
+    assert reference_docs.main(["--check"]) == 0
+    page = (ROOT / "docs" / "fairness-mitigation.md").read_text()
+    table = [line for line in page.splitlines() if line.startswith("| none |")]
+    assert len(table) == 1
+    for estimate, low, high in re.findall(r"(\d\.\d+) \[(\d\.\d+), (\d\.\d+)\]", table[0]):
+        assert float(low) <= float(estimate) <= float(high)
+
+
+def test_readme_quotes_the_reference_runs_headline_figures() -> None:
+    metrics = json.loads((ROOT / "docs" / "reference-run" / "metrics.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    comparison = metrics["baseline"]["comparison"]
+    low, high = comparison["ci95"]
+    assert (
+        f"**{metrics['roc_auc']:.3f}** (baseline {metrics['baseline']['roc_auc']:.3f}; "
+        f"{comparison['roc_auc_difference']:+.3f}, 95% CI {low:+.3f} to {high:+.3f})"
+    ) in readme
+    fairness = metrics["fairness"]
+    gaps, intervals = fairness["headline_gaps"], fairness["headline_gaps_ci95"]
+    for name, words in (("sex_dp", "sex DP"), ("race_eo", "race EO")):
+        low, high = intervals[name]
+        assert f"{words} {gaps[name]:.3f} [{low:.3f}, {high:.3f}]" in readme
