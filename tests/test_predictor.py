@@ -19,7 +19,7 @@ from src.model.predictor import MAX_ENGINE_DIFFERENCE, Predictor
 from src.service.state import load_predictor
 from src.settings import Settings
 from src.training.data import carve_holdout, split_dataset
-from tests.conftest import ADULT, DATA, FEATURES
+from tests.conftest import ADULT, DATA, FEATURES, ROOT
 from tests.conftest import read_adult as load_dataset
 
 
@@ -136,3 +136,38 @@ def test_a_served_folder_keeps_its_compiled_trees_and_ignores_a_torn_copy(
     assert builds.read() == code
     builds.path.write_bytes(code[: len(code) // 2])  # torn: never loaded
     assert builds.read() is None
+
+
+SERVING_IMPORTS = """
+import json, sys
+from fastapi.testclient import TestClient
+from src.service.factory import create_app
+from src.settings import Settings
+folder = sys.argv[1]
+rows = json.load(open(folder + "/sample_rows.json"))["rows"]
+with TestClient(create_app(Settings(ARTIFACTS_DIR=folder, LOG_PREDICTIONS=False))) as client:
+    assert client.get("/ready").status_code == 200
+    assert client.post("/predict", json=rows).status_code == 200
+    assert client.post("/predict", json=rows[:1]).status_code == 200
+    print(" ".join(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_a_serving_worker_imports_no_training_stack(artifacts_dir: Path) -> None:
+    """A worker loads, checks itself against the probe rows and answers with the compiled trees
+    and the spec's encoder: scikit-learn, SciPy, LightGBM, pandas and pyarrow stay unloaded
+    (together ~1.4 s of a cold start and their memory). Reasons load LightGBM on first use."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SERVING_IMPORTS, str(artifacts_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(done.stdout.split())
+    heavy = {"sklearn", "scipy", "lightgbm", "pandas", "pyarrow", "matplotlib", "fairlearn"}
+    assert not loaded & heavy

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from src.agent.observations import DriftSummary, MetricPoint
 
@@ -33,6 +32,8 @@ def medians_before(
     """For every point: the median of the values whose time lies in the WINDOW before it (its
     own time excluded), and how many there are. Times are sorted. pandas' time-based rolling
     window (a skip list, O(n log n)); `closed="left"` is exactly [ts - WINDOW, ts)."""
+    import pandas as pd  # here: a serving worker that never judges never imports pandas
+
     series = pd.Series(values, index=pd.DatetimeIndex(times), dtype="float64")
     rolling = series.rolling(WINDOW, closed="left", min_periods=1)
     medians, counts = rolling.median().to_numpy(), np.nan_to_num(rolling.count().to_numpy())

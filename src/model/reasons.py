@@ -15,12 +15,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from src.model.encoder import CompiledEncoder
+
+if TYPE_CHECKING:  # serving never imports pandas
+    import pandas as pd
 
 # Below this many rows LightGBM's predictor is faster on one thread (thread start-up).
 THREADS_FROM = 200
