@@ -77,11 +77,12 @@ class Settings(BaseSettings):
     prediction_log_buffer_bytes: int = Field(
         32 * 1024 * 1024, ge=1024 * 1024, alias="PREDICTION_LOG_BUFFER_BYTES"
     )
-    # When the buffer is full: `drop` the request's rows and count them (answers never wait), or
-    # `backpressure`: the request's connection waits for room, at most PREDICTION_LOG_MAX_WAIT
-    # seconds, and only then are its rows dropped (counted as backpressure_timeout).
+    # When the buffer is full: `backpressure` (the default: every decision on record), the
+    # request's answer waits for room, at most PREDICTION_LOG_MAX_WAIT seconds, and only then are
+    # its rows dropped (counted as backpressure_timeout); or `drop`: the rows are dropped at once
+    # and counted (answers never wait; a service whose log may lose rows under load).
     prediction_log_policy: Literal["drop", "backpressure"] = Field(
-        "drop", alias="PREDICTION_LOG_POLICY"
+        "backpressure", alias="PREDICTION_LOG_POLICY"
     )
     prediction_log_max_wait: float = Field(1.0, gt=0, le=60, alias="PREDICTION_LOG_MAX_WAIT")
     # The hourly statistics: an hour is final (its quality figures count) once this long has passed
