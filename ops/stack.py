@@ -305,37 +305,90 @@ def _commands(config: StackConfig, paths: dict[str, Path]) -> dict[str, list[str
     }
 
 
-def stop_process(entry: dict[str, Any], grace: float = 20.0) -> None:
-    """SIGTERM to its process group, then SIGKILL after `grace` seconds."""
+def group_members(pgid: int) -> list[int]:
+    """The live processes of a process group (zombies are gone for this purpose: only their
+    exit status is left)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    """Waits until none of `pids` is alive (reaping our own children); those still alive."""
+    deadline = time.monotonic() + seconds
+    alive = pids
+    while True:
+        for pid in alive:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        alive = [p for p in alive if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stop_process(entry: dict[str, Any], grace: float = 20.0) -> list[int]:
+    """SIGTERM to its process group, SIGKILL after `grace` seconds; returns only when every
+    process of the group is gone (the ones it stopped, by pid), or raises naming the ones that
+    are not."""
     pid = entry["pid"]
+    members = sorted(set(group_members(pid)) | ({pid} if _alive(pid) else set()))
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    left = _wait_gone(members, grace)
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        for member in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGKILL)
+        left = _wait_gone(left, 10.0)
+    late = group_members(pid)  # started while we waited (a supervisor's new worker)
+    if late:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        left += _wait_gone(late, 10.0)
+    if left:
+        raise RuntimeError(f"still running after SIGKILL: {left}")
+    return members
 
 
 def down(config: StackConfig) -> None:
+    """Stops what `up` started and returns only when every one of those processes is gone."""
     state = config.state()
     processes = state.get("processes", {})
+    stopped = 0
     for name in STOP_ORDER:
         if name in processes:
-            stop_process(processes[name])
-            _say(f"stopped {name} (pid {processes[name]['pid']})")
+            pids = stop_process(processes[name])
+            stopped += len(pids)
+            others = f" and {len(pids) - 1} more" if len(pids) > 1 else ""
+            _say(f"stopped {name} (pid {processes[name]['pid']}{others})")
     if state.get("postgres", {}).get("started_by_stack"):
         version, name = _cluster()
         subprocess.run(["pg_ctlcluster", version, name, "stop"], check=False)
         _say("stopped PostgreSQL (the stack started it)")
     if config.pids.is_file():
         config.pids.unlink()
+    if processes:
+        _say(f"down: {stopped} processes stopped, none left running")
 
 
 def status(config: StackConfig) -> int:

@@ -104,3 +104,37 @@ def test_the_filled_configuration_is_valid_for_haproxy_prometheus_and_alertmanag
     assert "127.0.0.1:8101" in paths["haproxy.cfg"].read_text()
     assert "replica-a" not in paths["prometheus.yml"].read_text()
     assert scrape_seconds() == 5.0
+
+
+def test_stopping_a_part_returns_only_when_every_process_of_it_is_gone() -> None:
+    """`make stack-down` returned while processes it started still ran (a later `make stack`
+    could meet their ports). A part that ignores SIGTERM, with children, is stopped whole."""
+    import time
+
+    from ops.stack import group_members, stop_process
+
+    process = subprocess.Popen(
+        ["bash", "-c", 'trap "" TERM; sleep 60 & sleep 60 & wait'], start_new_session=True
+    )
+    deadline = time.monotonic() + 10
+    while len(group_members(process.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(group_members(process.pid)) == 3
+    stopped = stop_process({"pid": process.pid}, grace=1.0)
+    assert len(stopped) == 3
+    assert group_members(process.pid) == []
+    process.wait(5)
+
+
+def test_the_soak_stalls_the_database_long_enough_for_its_alert() -> None:
+    """PredictionLogBehind never fired in a 2-minute soak: a 5 s stall against a 3 s threshold
+    and a 5 s scrape. The soak reads the rule's threshold and stalls past a scrape and an
+    evaluation after it; an expected alert that never fires now fails the soak."""
+    from ops.soak import BEHIND_AFTER
+
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    behind = next(
+        r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "PredictionLogBehind"
+    )
+    assert behind["expr"].strip().endswith(f"> {BEHIND_AFTER:g}")
+    assert "for" not in behind  # else the stall must outlast it too
