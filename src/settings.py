@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     retrain_trials: int = Field(0, ge=0, alias="RETRAIN_TRIALS")
     # The agent's guard: no second promotion or rollback within this many hours unless forced.
     agent_cooldown_hours: float = Field(6.0, ge=0, alias="AGENT_COOLDOWN_HOURS")
+    # An incident already opened (paged) at least as grave within this many hours is not opened
+    # (paged) again: each hourly plan of one incident is a new plan (Alertmanager's default
+    # repeat_interval is 4 h).
+    agent_alert_repeat_hours: float = Field(4.0, ge=0, alias="AGENT_ALERT_REPEAT_HOURS")
     # Where open_incident and page_oncall are sent (Alertmanager's webhook JSON); unset: stderr
     # and the registry's history only.
     alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")

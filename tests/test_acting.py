@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -402,3 +403,63 @@ def test_the_migrations_form_one_line() -> None:
     assert len(script.get_heads()) == 1
     revisions = [r.revision for r in script.walk_revisions()]  # newest first
     assert revisions == sorted(revisions, reverse=True)
+
+
+def _plan_of(history: Path) -> Any:
+    from src.agent import load_metrics, monitor
+
+    points = load_metrics(history)
+    return monitor(points, None, now=datetime.now(UTC))
+
+
+def test_one_incident_pages_once_though_each_hour_makes_a_new_plan(
+    state: Registry, tmp_path: Path
+) -> None:
+    """In the agent-acting soak each monitoring run judged a new hour: a new plan, and a new
+    page for the same incident. An alert already sent for an incident as grave within
+    AGENT_ALERT_REPEAT_HOURS is not sent again; a graver one, or a later one, is."""
+    from src.agent.executor import Executor
+
+    first = _plan_of(_critical_history(tmp_path / "a.jsonl"))
+    longer = [json.loads(line) for line in (tmp_path / "a.jsonl").open()]
+    longer.append(
+        {
+            **longer[-1],
+            "ts": (datetime.fromisoformat(longer[-1]["ts"]) + timedelta(hours=1)).isoformat(),
+        }
+    )
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(p) + "\n" for p in longer))
+    second = _plan_of(tmp_path / "b.jsonl")
+    assert first.status == second.status == "critical"
+    executor = Executor(state, Settings())
+    executor.execute(first)
+    results = {r["action"]: r["result"] for r in executor.execute(second)}
+    assert sorted(action for action, _ in _Receiver.calls) == ["open_incident", "page_oncall"]
+    assert results["page_oncall"].startswith("skipped: sent for this incident at")
+    later = Executor(state, Settings(AGENT_ALERT_REPEAT_HOURS=0))
+    third = _plan_of(tmp_path / "b.jsonl").model_copy(update={"findings": [{"n": 3}]})
+    later.execute(third)
+    assert sorted(action for action, _ in _Receiver.calls).count("page_oncall") == 2
+
+
+def test_a_plans_own_rollback_does_not_hold_back_its_retraining(
+    state: Registry, tmp_path: Path, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A critical plan rolls back (stop the harm), then retrains (repair): the cooldown that
+    keeps plans from undoing each other skipped the retraining, because of the rollback the
+    same plan had just made."""
+    from src.agent.executor import Executor
+    from src.registry.actions import promote
+    from src.training.train import train
+
+    second = train(DATA / "adult_synth.csv", tmp_path / "seed7", seed=7, trials=0).outdir
+    version, _ = state.register(second, actor="test")
+    promote(state, version, Settings(), force=True, actor="test", reason="test")
+    time.sleep(1.0)
+    monkeypatch.setenv("AGENT_COOLDOWN_HOURS", "0.0002")  # 0.7 s: the manual move is past it
+    plan = _plan_of(_critical_history(tmp_path / "m.jsonl"))
+    assert plan.actions[:1] == ["roll_back_model"]
+    results = Executor(state, Settings(), retrain=lambda: second).execute(plan)
+    outcome = {r["action"]: r["result"] for r in results}
+    assert outcome["roll_back_model"] == "rolled_back"
+    assert not outcome["trigger_retraining"].startswith("skipped")  # judged by the gate

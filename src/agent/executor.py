@@ -29,14 +29,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
 from src.agent.plan import AgentPlan
-from src.agent.rules import ACTION_NOTES
+from src.agent.rules import ACTION_NOTES, SEVERITY
 from src.errors import ArtifactError, DataError, RefusedError, UnreachableError
 from src.registry.core import CHAMPION, Registry
 
@@ -235,9 +235,11 @@ class Executor:
     ) -> None:
         self.registry, self.settings, self.actor = registry, settings, actor
         self.retrain = retrain
+        self._moved = False
 
     def execute(self, plan: AgentPlan, *, force: bool = False) -> list[dict[str, Any]]:
         mark = fingerprint(plan)
+        self._moved = False  # whether this execution moved the champion (a rollback)
         with acting(self.registry) as held:
             if not held:
                 return [{"action": "*", "result": "skipped: another executor is acting now"}]
@@ -284,7 +286,7 @@ class Executor:
         reason = f"{plan.status} plan {mark}: {action}"
         if kind != INTENT:
             reason += f": {outcome.get('result', outcome.get('status'))}"
-        details = {"plan": mark, "action": action, "outcome": outcome}
+        details = {"plan": mark, "action": action, "status": plan.status, "outcome": outcome}
         self.registry.note(
             kind, self.registry.alias(CHAMPION), actor=self.actor, reason=reason, details=details
         )
@@ -331,14 +333,20 @@ class Executor:
         _, outcome = rollback(
             self.registry, self.settings, actor=self.actor, obey_cooldown=not force
         )
+        if outcome["outcome"] == "rolled_back":
+            self._moved = True  # this plan's own move: its retraining is not held back by it
         return {**outcome, "result": outcome["outcome"]}
 
     def _retrain(self, now: datetime, force: bool) -> dict[str, Any]:
         from src.registry.actions import build_trees, promote
 
         recent = self.registry.cooling_down(self.settings.agent_cooldown_hours, now)
-        if recent and not force:
+        # This plan's own rollback is one response with the retraining: stop the harm, then
+        # repair. The cooldown guards against plans undoing each other.
+        own = recent is not None and self._moved and self.registry.last_move() == recent
+        if recent and not own and not force:
             return {"result": f"skipped: cooldown (the champion moved at {recent['ts']})"}
+        force = force or own
         if self.retrain is None:
             return {"result": "skipped: no training data given"}
         folder = self.retrain()
@@ -359,7 +367,26 @@ class Executor:
             "gate": {k: outcome.get(k) for k in ("rows_from", "numbers", "reasons")},
         }
 
+    def _alerted_already(self, action: str, plan: AgentPlan, now: datetime) -> str | None:
+        """When this alert went out for an incident as grave within the repeat window: a new
+        plan each hour (its window moved) is the same incident, and pages once, as
+        Alertmanager's repeat_interval would have it."""
+        window = timedelta(hours=self.settings.agent_alert_repeat_hours)
+        grave = SEVERITY[plan.status]
+        sent = self.registry.history(kinds=(DONE,), details_contain=f'"action": "{action}"')
+        for event in reversed(sent):
+            at = datetime.fromisoformat(event["ts"])
+            if now - at >= window:
+                break
+            details = event["details"] or {}
+            if SEVERITY.get(details.get("status", "critical"), 2) >= grave:
+                return event["ts"]
+        return None
+
     def _alert(self, action: str, plan: AgentPlan, now: datetime, *, key: str) -> dict[str, Any]:
+        if (at := self._alerted_already(action, plan, now)) is not None:
+            hours = self.settings.agent_alert_repeat_hours
+            return {"result": f"skipped: sent for this incident at {at} (repeats after {hours} h)"}
         url = self.settings.alert_webhook_url
         if url:
             dataset = self.registry.champion_spec().name
