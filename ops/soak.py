@@ -59,6 +59,8 @@ LABEL_TRIES = 5  # a label request answered 502, 503 or 504 is tried again, as a
 RETRIED = (502, 503, 504)
 TIME_SCALE = 60  # one second of soak traffic is one minute of event time (X-Event-Time)
 RECOVERY_GOAL = 30.0
+SHIFT_SEED = 7  # the shifted traffic's draw: the same seed, the same acts
+AGENT_LIMIT = 420.0  # seconds the agent has, after the shift, to act and the service to swap
 # PredictionLogBehind fires once answered rows have waited this long (deploy/prometheus/rules.yml;
 # a test holds the two equal). A stall shorter than this plus a scrape and an evaluation could
 # end before any scrape saw it: the stall is made long enough that the alert must fire.
@@ -90,6 +92,7 @@ class Traffic:
         self, config: StackConfig, rows: list[dict[str, Any]], labels: list[int], threads: int = 8
     ) -> None:
         self.config, self.rows, self.labels, self.threads = config, rows, labels, threads
+        self.shifted: tuple[list[dict[str, Any]], list[int]] | None = None  # set: sent instead
         self.answers: list[Answer] = []
         self.rate = RATE
         self.started = time.time()
@@ -121,9 +124,10 @@ class Traffic:
             row["age"] = "old" if draw < 0.025 else row["age"]
             row["workclass"] = "Astronaut" if draw >= 0.025 else row["workclass"]
             return "invalid", json.dumps([row]).encode(), []
-        picks = rng.sample(range(len(self.rows)), BATCH_ROWS if draw < 0.20 else 1)
-        body = json.dumps([self.rows[i] for i in picks]).encode()
-        return ("batch" if len(picks) > 1 else "single"), body, [self.labels[i] for i in picks]
+        rows, labels = self.shifted or (self.rows, self.labels)
+        picks = rng.sample(range(len(rows)), BATCH_ROWS if draw < 0.20 else 1)
+        body = json.dumps([rows[i] for i in picks]).encode()
+        return ("batch" if len(picks) > 1 else "single"), body, [labels[i] for i in picks]
 
     def _run(self, index: int) -> None:
         rng = random.Random(index)
@@ -600,6 +604,146 @@ class Window:
     memory: dict[str, float] = field(default_factory=dict)  # RSS at the window's start
 
 
+# --- the agent must act ---------------------------------------------------------------------------
+
+
+def _last_move(config: StackConfig) -> float | None:
+    rows = _sql(
+        config,
+        "SELECT max(ts) FROM model_events WHERE kind IN ('promoted', 'rolled_back', 'forced')",
+    )
+    return rows[0][0].timestamp() if rows and rows[0][0] else None
+
+
+def _acts_since(config: StackConfig, since: float) -> list[dict[str, Any]]:
+    """The registry's journal since `since`: every act of the agent and every move."""
+    rows = _sql(
+        config,
+        "SELECT ts, kind, version, reason, details FROM model_events WHERE ts >= :since "
+        "AND (kind LIKE 'act_%' OR kind IN ('executed', 'promoted', 'rolled_back', "
+        "'refused', 'registered', 'challenger')) ORDER BY id",
+        {"since": datetime.fromtimestamp(since, UTC)},
+    )
+    return [
+        {
+            "after_s": round(ts.timestamp() - since, 1),
+            "kind": kind,
+            "version": version,
+            "reason": str(reason or "").replace(f"{ROOT}/", "")[:160],
+            "details": json.loads(details) if details else {},
+        }
+        for ts, kind, version, reason, details in rows
+    ]
+
+
+def _pages_since(config: StackConfig, since: float) -> list[dict[str, Any]]:
+    """What the agent sent to the receiver (ALERT_WEBHOOK_URL) since `since`."""
+    path = config.root / "alerts.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        entry = json.loads(line)
+        if entry["path"] == "/agent" and entry["received"] >= since:
+            labels = entry["body"].get("commonLabels", {})
+            out.append(
+                {"after_s": round(entry["received"] - since, 1), "action": labels.get("action")}
+            )
+    return out
+
+
+def _retraining_judged(acts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The agent's retraining, once the gate has judged it (or the step ended otherwise)."""
+    for act in acts:
+        details = act["details"]
+        if act["kind"] in ("act_done", "act_skipped", "act_failed") and (
+            details.get("action") == "trigger_retraining"
+        ):
+            return act
+    return None
+
+
+def agent_phase(
+    config: StackConfig, traffic: Traffic, shifted: tuple[list[dict[str, Any]], list[int]]
+) -> dict[str, Any]:
+    """Traffic shifts (one input's distribution moves, the labels of one segment flip); the
+    monitoring job must see it, the agent page once and retrain, the gate judge, the service
+    swap (or keep its champion if the challenger is worse). Waits for the cooldown of the
+    faults' manual moves first, so the agent's own are not held back by them."""
+    cooldown = float(service_env(config)["AGENT_COOLDOWN_HOURS"]) * 3600
+    moved = _last_move(config)
+    if moved is not None:
+        time.sleep(max(0.0, moved + cooldown + 1 - time.time()))
+    champion_before = champion(config)
+    shift_at = time.time()
+    traffic.shifted = shifted
+    _say(
+        f"the agent must act: traffic shifted (census story, seed {SHIFT_SEED}); it has "
+        f"{AGENT_LIMIT:.0f} s"
+    )
+    judged = None
+    while time.time() - shift_at < AGENT_LIMIT and judged is None:
+        time.sleep(2.0)
+        with contextlib.suppress(Exception):
+            judged = _retraining_judged(_acts_since(config, shift_at))
+    after = champion(config)
+    swapped_in = None
+    if judged is not None and after != champion_before:
+        swapped_in = _serving_everywhere(config, after, 90)
+    _say(f"  the agent's retraining: {judged['reason'] if judged else 'not judged in time'}")
+    # One more monitoring run on the new traffic, so the report shows the plan after the act.
+    time.sleep(float(config.monitor_every) + 5)
+    return {
+        "shift_at": shift_at,
+        "ended": time.time(),
+        "champion_before": champion_before,
+        "champion_after": after,
+        "swapped_everywhere_after_s": None if swapped_in is None else round(swapped_in, 1),
+        "retraining": judged,
+        "acts": _acts_since(config, shift_at),
+        "pages": _pages_since(config, shift_at),
+    }
+
+
+def add_agent_phase(
+    report: dict[str, Any],
+    config: StackConfig,
+    acting: dict[str, Any],
+    traffic: Traffic,
+    logged: set[str],
+) -> None:
+    """The phase's figures, goals and invariants into the report."""
+    start, end = acting["shift_at"], acting["ended"]
+    mine = [a for a in traffic.answers if start <= a.at < end]
+    answered = [pid for a in mine if a.status == 200 for pid in a.ids]
+    done = [a for a in acting["acts"] if a["kind"] == "act_done"]
+    keys = [(a["details"].get("plan"), a["details"].get("action")) for a in done]
+    pages = [p for p in acting["pages"] if p["action"] == "page_oncall"]
+    retraining = acting["retraining"] or {}
+    outcome = (retraining.get("details") or {}).get("outcome", {}).get("result")
+    acting.update(
+        requests=len(mine),
+        fives=sum(1 for a in mine if a.status is not None and a.status >= 500),
+        connection_errors=sum(1 for a in mine if a.status is None),
+        rows_answered=len(answered),
+        rows_logged=sum(1 for pid in answered if pid in logged),
+        retraining_result=outcome,
+    )
+    report["agent"] = acting
+    report["invariants"]["every act of the agent journaled once"] = len(keys) == len(set(keys))
+    report["goals"].update(
+        {
+            "the agent paged once for the shift": len(pages) == 1,
+            "the agent retrained and the gate judged the challenger": outcome
+            in ("promoted", "refused"),
+            "the service swapped to the promoted challenger, or kept its champion": (
+                outcome == "refused"
+                or (outcome == "promoted" and acting["swapped_everywhere_after_s"] is not None)
+            ),
+            "0 5xx and 0 connection errors across the shift and the swap": acting["fives"] == 0
+            and acting["connection_errors"] == 0,
+        }
+    )
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -627,14 +771,23 @@ def prepare_models(config: StackConfig) -> dict[str, str]:
     return versions
 
 
-def load_rows() -> tuple[list[dict[str, Any]], list[int]]:
-    """adult.test's rows as clients send them (never trained on), and their labels."""
+def load_rows() -> dict[str, tuple[list[dict[str, Any]], list[int]]]:
+    """adult.test's rows as clients send them (never trained on), and their labels; and the
+    same rows shifted as the demo shifts them (an older population whose income line moved:
+    src/dataset/adult.py), seeded."""
+    import numpy as np
+
     from src.dataset.adult import census_source
 
     source = census_source(ROOT / "data" / "raw" / "adult.test")
     picked = source.features.sample(5000, random_state=0).index.to_numpy()
-    rows = source.requests(source.features.iloc[picked].reset_index(drop=True))
-    return rows, [int(v) for v in source.labels[picked]]
+    sample = source.features.iloc[picked].reset_index(drop=True)
+    labels = source.labels[picked]
+    moved, moved_labels = source.shift(sample, labels, np.random.default_rng(SHIFT_SEED))
+    return {
+        "healthy": (source.requests(sample), [int(v) for v in labels]),
+        "shifted": (source.requests(moved), [int(v) for v in moved_labels]),
+    }
 
 
 def run_soak(config: StackConfig, minutes: float) -> dict[str, Any]:
@@ -650,10 +803,14 @@ def run_soak(config: StackConfig, minutes: float) -> dict[str, Any]:
     _say("training and registering a challenger and a broken set")
     ctx.update(prepare_models(config))
     ctx["champion"] = champion(config)
-    rows, labels = load_rows()
-    traffic = Traffic(config, rows, labels)
-    # The whole run's event time ends an hour ago: every hour of it can be judged.
-    traffic.base = traffic.started - (minutes * 60 + 300) * TIME_SCALE - 3600
+    rows = load_rows()
+    traffic = Traffic(config, *rows["healthy"])
+    # The whole run's event time ends an hour ago at the latest (every hour of it can be
+    # judged, none is ahead of the clock): the faults, the agent's phase at its longest (the
+    # cooldown, its limit, one more monitoring run) and a margin.
+    cooldown = float(service_env(config)["AGENT_COOLDOWN_HOURS"]) * 3600
+    phase = cooldown + AGENT_LIMIT + config.monitor_every + 120
+    traffic.base = traffic.started - (minutes * 60 + phase + 300) * TIME_SCALE - 3600
     labeler = Labeler(config, traffic)
     alerts = Alerts(config)
     ctx.update(traffic=traffic, labeler=labeler)
@@ -687,6 +844,7 @@ def run_soak(config: StackConfig, minutes: float) -> dict[str, Any]:
     for before, after in itertools.pairwise(windows):
         before.ended = after.started
     windows[-1].ended = time.time()
+    acting = agent_phase(config, traffic, rows["shifted"])
     _say("faults done; traffic goes on until every alert has resolved (at most 90 s)")
     at_least, at_most = time.monotonic() + 10, time.monotonic() + 90
     while time.monotonic() < at_most and (time.monotonic() < at_least or alerts.seen):
@@ -697,9 +855,11 @@ def run_soak(config: StackConfig, minutes: float) -> dict[str, Any]:
     alerts.finish()
     _say("traffic stopped; waiting for every replica's log to be written")
     drained = _drain(config)
-    return _report(
+    report = _report(
         config, ctx, traffic, labeler, alerts, windows, memory_start, memory_end, drained
     )
+    add_agent_phase(report, config, acting, traffic, _logged_ids(config))
+    return report
 
 
 def _drain(config: StackConfig, limit: float = 120) -> bool:
@@ -1015,6 +1175,39 @@ def _alert_cells(fault: dict[str, Any]) -> str:
     return "; ".join(cells) or "-"
 
 
+def _agent_lines(acting: dict[str, Any] | None) -> list[str]:
+    """The agent-acting phase: what the agent did, each act's time after the shift began."""
+    if not acting:
+        return []
+    seconds = acting["ended"] - acting["shift_at"]
+    lines = [
+        "",
+        f"The agent must act: traffic shifted at the end of the faults (an older population "
+        f"whose income line moved, seed {SHIFT_SEED}). In the {seconds:.0f} s "
+        f"after: {acting['requests']:,} requests, {acting['rows_answered']:,} rows answered, "
+        f"{acting['rows_logged']:,} logged; {acting['fives']} 5xx, "
+        f"{acting['connection_errors']} connection errors. Champion "
+        f"{acting['champion_before']} before, {acting['champion_after']} after"
+        + (
+            f" (served by every replica {acting['swapped_everywhere_after_s']} s after the move)."
+            if acting["swapped_everywhere_after_s"] is not None
+            else "."
+        ),
+        "",
+        "| after the shift | event | version | what |",
+        "|---:|---|---|---|",
+    ]
+    for act in acting["acts"]:
+        if act["kind"] == "act_intent":
+            continue
+        lines.append(
+            f"| {act['after_s']:g} s | {act['kind']} | {act['version']} | {act['reason']} |"
+        )
+    pages = ", ".join(f"{p['action']} at {p['after_s']:g} s" for p in acting["pages"]) or "none"
+    lines += ["", f"Sent to the receiver (ALERT_WEBHOOK_URL): {pages}."]
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     head = (
         "| fault | requests: 2xx / 4xx / 5xx / conn. errors | rows answered / logged / "
@@ -1057,6 +1250,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"- invariant {'held' if ok else 'FAILED'}: {i}"
             for i, ok in report["invariants"].items()
         ],
+        *_agent_lines(report.get("agent")),
         "",
         "Memory (RSS) of each process that lived through the run:",
         "",
