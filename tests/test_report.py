@@ -278,3 +278,11 @@ def test_the_gcp_note_is_one_page() -> None:
     assert len(note.split()) <= 600
     assert "docs/gcp.md" in note
     assert (ROOT / "docs" / "gcp.md").is_file()
+
+
+def test_every_setting_is_documented() -> None:
+    from src.settings import Settings
+
+    page = (ROOT / "docs" / "operations.md").read_text()
+    missing = [f.alias for f in Settings.model_fields.values() if f"| `{f.alias}` |" not in page]
+    assert not missing
