@@ -798,7 +798,9 @@ def run_soak(config: StackConfig, minutes: float) -> dict[str, Any]:
         # the same again so that the alert holds across two evaluations.
         "stall": max(BEHIND_AFTER + 4 * scrape, 20 * scale),
         "burst": max(6.0, 30 * scale),
-        "hold": max(2.0, 5 * scale),
+        # A replica held down past two scrapes and an evaluation: ReplicaDown (up == 0) must see
+        # it (held 2 s, it fired in one soak and not in the next).
+        "hold": max(2 * scrape + 1, 5 * scale),
     }
     _say("training and registering a challenger and a broken set")
     ctx.update(prepare_models(config))

@@ -124,9 +124,35 @@ def _checkout_state_untouched() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    outdir = tmp_path_factory.mktemp("artifacts")
-    return train(DATA / "adult_synth.csv", outdir, seed=42, trials=TEST_TRIALS, documents=documents)
+def trained(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TrainResult:
+    """The suite's census model: trained once per run and its trees compiled once, shared by
+    the xdist workers (training is deterministic: each worker trained the same set, and each
+    compiled the same trees, about 25 s of CPU apiece)."""
+    import fcntl
+    import json
+
+    from src.model.artifacts import load_bundle
+    from src.model.compiled import FolderBuilds
+    from src.model.predictor import Predictor
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # this run's, all workers'
+    outdir = shared / "session-artifacts"
+    with (shared / "session-artifacts.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; the others wait, then read
+        if not (outdir / "manifest.json").is_file():
+            train(
+                DATA / "adult_synth.csv",
+                outdir,
+                seed=42,
+                trials=TEST_TRIALS,
+                documents=documents,
+            )
+            bundle = load_bundle(outdir)
+            builds = FolderBuilds(outdir, bundle.version)
+            Predictor(bundle, engine="lleaves", builds=builds)  # compiled once, kept
+    metrics = json.loads((outdir / "metrics.json").read_text())
+    return TrainResult(metrics=metrics, outdir=outdir)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,15 @@
 """API fuzzing: cases generated from the service's own OpenAPI schema, plus what generators miss.
 
 Every response must be a documented status with a body that conforms to the schema; no 5xx; every
-4xx says what is wrong. The counts are checked at the end of the module (>= 1,000 generated cases).
+4xx says what is wrong. The counts are checked at the end of the module (most of FUZZ_CASES per
+operation).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,9 @@ from hypothesis import HealthCheck, settings
 from src.service.factory import create_app
 from src.settings import Settings
 
-CASES_PER_OPERATION = 600
+# `make test` fuzzes shallow, in-process; CI fuzzes deep against the real server with two
+# workers (scripts/fuzz_live.sh, 500 cases per operation). FUZZ_CASES sets this one's depth.
+CASES_PER_OPERATION = int(os.environ.get("FUZZ_CASES", "150"))
 SEEN: Counter[str] = Counter()
 TOKEN = "fuzzing-token"  # noqa: S105 - not a secret: the in-process app's own
 AUTHORITY = {"Authorization": f"Bearer {TOKEN}"}
@@ -100,11 +104,12 @@ def test_read_endpoints_conform(case: Any) -> None:
     case.call_and_validate()
 
 
-def test_at_least_1000_cases_were_generated(app: Any) -> None:
+def test_most_asked_cases_were_generated(app: Any) -> None:
     # Runs after the generated tests above (pytest keeps file order within a module).
     print(f"generated cases: {dict(SEEN)}")
-    assert SEEN["/predict"] + SEEN["/monitor"] + SEEN["/feedback"] >= 1500, SEEN
-    assert SEEN["/feedback"] >= 300, SEEN
+    # Generation stops early where a schema's space is small: most, not all, of the cases asked.
+    assert SEEN["/predict"] + SEEN["/monitor"] + SEEN["/feedback"] >= 2.5 * CASES_PER_OPERATION
+    assert SEEN["/feedback"] >= CASES_PER_OPERATION // 2, SEEN
     log = app.state.prediction_log
     assert log.flush()
     assert log.state == "up"  # the log was on, and still is, after every case
