@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from src.errors import DataError
 
@@ -52,13 +60,22 @@ class MetricPoint(BaseModel):
             raise ValueError("ts is out of range once converted to UTC") from None
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer: 2000 and 2000.0 are the same number; true is not a number."""
+    if isinstance(value, bool):
+        raise ValueError("a count is an integer, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class AttributionDrift(BaseModel):
     """What the served model leans on now against training (src/loop/attributions.py)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
     threshold: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
-    rows: int = Field(ge=0)
+    rows: Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
     drifted: list[Annotated[str, Field(max_length=200)]] = Field(default=[], max_length=1000)
     columns: dict[
         Annotated[str, Field(max_length=200)],

@@ -21,6 +21,7 @@ from typing import Any
 
 # The compiled trees' entry point, taking raw addresses: (rows, out, first row, end row).
 ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
+ENTRY_NAME = "forest_root"  # lleaves' default name for it
 
 
 @functools.cache
@@ -39,20 +40,47 @@ def build_key() -> str:
     return f"{versions}-{platform.machine()}-{cpu}"
 
 
+def kept_trees(object_code: bytes) -> tuple[Any, Any]:
+    """(entry point, the engine that keeps it alive) from kept object code, with llvmlite alone:
+    what lleaves does for a cached build (lleaves.llvm_binding), without importing lleaves,
+    whose data module imports pandas when it is installed (0.3 s and its memory in every worker).
+    The startup self-check holds the result to the training-time probabilities."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # as lleaves: no features when LLVM cannot read them
+        features = ""
+    machine = target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=features, reloc="pic", codemodel="large"
+    )
+    module = llvm.parse_assembly("")  # empty: the code comes from the object
+    engine = llvm.create_mcjit_compiler(module, machine)
+    module.data_layout = str(engine.target_data)
+    engine.set_object_cache(getbuffer_func=lambda _: object_code)
+    engine.finalize_object()
+    engine.run_static_constructors()
+    return ENTRY(engine.get_function_address(ENTRY_NAME)), engine
+
+
 def compiled_trees(model_text: str, object_code: bytes | None = None) -> tuple[Any, Any, bytes]:
     """(entry point, what keeps it alive, the object code). With `object_code` (verified by the
     caller) nothing is compiled. lleaves' own predict() spends more time converting arrays and
     building ctypes pointers than in the trees for a single row, so the service calls the entry
     point with the arrays' addresses."""
+    if object_code is not None:
+        entry, engine = kept_trees(object_code)
+        return entry, engine, object_code
     import lleaves
 
     with tempfile.TemporaryDirectory() as folder:  # private to this process (mode 0700)
         model_file, cache = Path(folder) / "model.txt", Path(folder) / "trees.o"
         model_file.write_text(model_text)
-        if object_code is not None:
-            cache.write_bytes(object_code)
         compiled = lleaves.Model(model_file=str(model_file))
-        compiled.compile(cache=str(cache))  # loads the object when the file exists
+        compiled.compile(cache=str(cache))  # writes the object it compiled into `cache`
         code = cache.read_bytes()
     entry = ctypes.cast(compiled._c_entry_func, ENTRY)  # private in lleaves 1.3 (pinned)
     return entry, compiled, code
