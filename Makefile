@@ -54,7 +54,9 @@ train: $(STAMP)  ## train on data/adult_synth.csv (or DATA= SPEC=) into artifact
 
 # The set `make demo` serves: trained again only when what it was trained from changed (so two
 # demos register one version); `make train` always trains.
-$(ARTIFACTS)/manifest.json: $(TRAIN_DATA) $(SPEC) requirements.txt $(wildcard src/*.py) | $(STAMP)
+# Every source file counts (a change in src/training/ retrains), the spec files with them.
+SOURCES := $(shell find src -name '*.py' -o -name '*.yaml' -o -name '*.css')
+$(ARTIFACTS)/manifest.json: $(TRAIN_DATA) $(SPEC) requirements.txt $(SOURCES) | $(STAMP)
 	$(MAKE) train
 
 # A registry with a champion (make demo made one) is served as it is; without one, train first.
