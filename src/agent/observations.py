@@ -75,7 +75,7 @@ class AttributionDrift(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
     threshold: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
-    rows: Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
+    rows: Annotated[int, BeforeValidator(_whole_number)] = Field(ge=0)
     drifted: list[Annotated[str, Field(max_length=200)]] = Field(default=[], max_length=1000)
     columns: dict[
         Annotated[str, Field(max_length=200)],
