@@ -1,6 +1,8 @@
 """Time to live: a 100,000-row, 50-column table from `infer` through `make demo DATA= SPEC=` to
 a served champion with the loop running, as a new user runs it (the CLIs and make, 20 trials),
-each step timed. Goal: under 10 minutes on these 2 cores.
+each step timed. Goal: under 10 minutes on these 2 cores. The demo goes live (the loop's service
+ready) after train, register and drift; its mitigation table and report come after the loop,
+and the whole demo's time is printed beside.
 """
 
 from __future__ import annotations
@@ -84,15 +86,19 @@ def run() -> dict[str, Any]:
     state = [f"ARTIFACTS={work / 'set'}", f"PREDICTION_LOG_DIR={work / 'var'}"]
     print("  make demo DATA= SPEC= ...", file=sys.stderr, flush=True)
     demo_s, out = _timed(["make", "demo", f"DATA={data}", f"SPEC={spec}", "TRIALS=20", *state])
-    steps = dict(
-        line.split("\t") for line in (work / "set" / "demo_steps.tsv").read_text().splitlines()
-    )
+    record = work / "set" / "demo_steps.tsv"
+    steps = dict(line.split("\t") for line in record.read_text().splitlines())
+    started = int(Path(f"{record}.start").read_text())
+    live_s = (int(Path(f"{record}.live").read_text()) - started) / 1e9  # the loop's service ready
     print("  make serve ...", file=sys.stderr, flush=True)
     serve_s = _serve_until_ready(["make", "serve", f"DATA={data}", f"SPEC={spec}", *state])
     total = infer_s + demo_s + serve_s
+    to_live = infer_s + live_s
     rows = [["infer", f"{infer_s:.1f}"]]
     rows += [[f"make demo: {name}", f"{int(ms) / 1000:.1f}"] for name, ms in steps.items()]
-    rows += [["make serve: ready", f"{serve_s:.1f}"], ["total", f"{total:.1f}"]]
+    rows += [["make serve afterwards: ready", f"{serve_s:.1f}"], ["all of it", f"{total:.1f}"]]
+    rows += [["**time to live**: infer, then make demo until its champion is served and the "
+              "loop runs", f"**{to_live:.1f}**"]]  # fmt: skip
     plan = (work / "var" / "live" / "agent_plan.yaml").read_text().splitlines()
     status = next(line.split(":", 1)[1].strip() for line in plan if line.startswith("status:"))
     gate = "promoted" if "promoted" in out else "refused by the gate" if "gate kept" in out else "?"
@@ -101,9 +107,13 @@ def run() -> dict[str, Any]:
         "seconds": {"infer": round(infer_s, 1), "demo": round(demo_s, 1), "serve": serve_s},
         "steps_ms": {k: int(v) for k, v in steps.items()},
         "total_seconds": round(total, 1),
+        "time_to_live_seconds": round(to_live, 1),
         "plan_status": status,
         "gate": gate,
-        "goals": {f"infer to a served champion under {GOAL_SECONDS} s": total < GOAL_SECONDS},
+        "goals": {
+            f"infer to a served champion with the loop running under {GOAL_SECONDS} s": to_live
+            < GOAL_SECONDS
+        },
         "markdown": table(["step", "seconds"], rows)
         + f"\n\n{TRAIN_ROWS:,} rows x {TRAIN_COLUMNS} columns, 20 trials; the agent's challenger: "
         + f"{gate}; the plan: {status}.\n",

@@ -39,6 +39,10 @@ DATABASE_URL= ACCEPT_EVENT_TIME=true "$BIN/uvicorn" src.app:app --host 127.0.0.1
   --workers 2 --no-access-log --log-level warning >"$LIVE/server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 240); do curl -fs "$url/ready" >/dev/null 2>&1 && break; sleep 0.25; done
+curl -fs "$url/ready" >/dev/null || { echo "the service did not become ready: $LIVE/server.log" >&2; exit 1; }
+# Live: the champion served, the loop about to run. make demo's record keeps the moment.
+[ -z "${DEMO_STEPS:-}" ] || date +%s%N >"$DEMO_STEPS.live"
 v1=$(champion)
 REFERENCE="$PREDICTION_LOG_DIR/registry/$v1"  # drift is judged against version 1's training rows
 echo "   version 1: $v1"
