@@ -650,15 +650,25 @@ def _pages_since(config: StackConfig, since: float) -> list[dict[str, Any]]:
     return out
 
 
-def _retraining_judged(acts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The agent's retraining, once the gate has judged it (or the step ended otherwise)."""
-    for act in acts:
-        details = act["details"]
-        if act["kind"] in ("act_done", "act_skipped", "act_failed") and (
-            details.get("action") == "trigger_retraining"
-        ):
-            return act
-    return None
+def _retrainings_judged(acts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The agent's retrainings the gate has judged (or that ended otherwise), in order."""
+    return [
+        act
+        for act in acts
+        if act["kind"] in ("act_done", "act_skipped", "act_failed")
+        and act["details"].get("action") == "trigger_retraining"
+    ]
+
+
+def _swap_seen(
+    config: StackConfig, version: str, shift_at: float, acts: list[dict[str, Any]]
+) -> float | None:
+    """Seconds from the registry's move to `version` until every replica serves it; None if
+    it did not move there, or the replicas did not follow within 90 s."""
+    moved = [a["after_s"] for a in acts if a["kind"] == "promoted" and a["version"] == version]
+    if not moved or _serving_everywhere(config, version, 90) > 90:
+        return None
+    return round(time.time() - shift_at - moved[-1], 1)
 
 
 def agent_phase(
@@ -679,26 +689,27 @@ def agent_phase(
         f"the agent must act: traffic shifted (census story, seed {SHIFT_SEED}); it has "
         f"{AGENT_LIMIT:.0f} s"
     )
-    judged = None
-    while time.time() - shift_at < AGENT_LIMIT and judged is None:
+    judged: list[dict[str, Any]] = []
+    while time.time() - shift_at < AGENT_LIMIT and not judged:
         time.sleep(2.0)
         with contextlib.suppress(Exception):
-            judged = _retraining_judged(_acts_since(config, shift_at))
-    after = champion(config)
-    swapped_in = None
-    if judged is not None and after != champion_before:
-        swapped_in = _serving_everywhere(config, after, 90)
-    _say(f"  the agent's retraining: {judged['reason'] if judged else 'not judged in time'}")
-    # One more monitoring run on the new traffic, so the report shows the plan after the act.
+            judged = _retrainings_judged(_acts_since(config, shift_at))
+    _say(f"  the agent's retraining: {judged[0]['reason'] if judged else 'not judged in time'}")
+    # One more monitoring run on the new traffic, so the report shows the plan after the act
+    # (and, if the gate refused, the agent may retrain again on the labels that came since).
     time.sleep(float(config.monitor_every) + 5)
+    acts = _acts_since(config, shift_at)
+    after = champion(config)
     return {
         "shift_at": shift_at,
         "ended": time.time(),
         "champion_before": champion_before,
         "champion_after": after,
-        "swapped_everywhere_after_s": None if swapped_in is None else round(swapped_in, 1),
-        "retraining": judged,
-        "acts": _acts_since(config, shift_at),
+        "swapped_everywhere_after_s": (
+            None if after == champion_before else _swap_seen(config, after, shift_at, acts)
+        ),
+        "retraining": (_retrainings_judged(acts) or [None])[-1],
+        "acts": acts,
         "pages": _pages_since(config, shift_at),
     }
 

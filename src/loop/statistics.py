@@ -32,6 +32,7 @@ from sqlalchemy import (
     literal,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -307,6 +308,34 @@ def all_bins_select(binned: dict[str, tuple[FeatureReference, Any]], start: Any,
     )
 
 
+def unpivot_bins(all_bins: Any, features: list[str]) -> Any:
+    """all_bins_select's rows (one feature's slot each, the others null) as (hour, version,
+    feature, bin, count) rows, in the database. Read into Python instead, a week of a 10M-row
+    log with 50 features was 84,000 rows of 53 fields: +115 MiB in the refresh process."""
+    counted = all_bins.cte("all_bins")  # referenced once per feature: computed once
+    return union_all(
+        *(
+            select(
+                counted.c.hour,
+                counted.c.model_version,
+                literal(feature).label("feature"),
+                counted.c[f"bin_{i}"].label("bin"),
+                counted.c.count,
+            ).where(counted.c[f"bin_{i}"].is_not(None))
+            for i, feature in enumerate(features)
+        )
+    )
+
+
+def bins_work_mem_mb(features: int) -> int:
+    """PostgreSQL hashes a grouping set only while the planner's guess of every hashed set's
+    groups fits in work_mem; it sorts the rows again for each set that does not fit. Its guess
+    for a bin expression is fixed (200 values), so the need grows with the number of features,
+    not rows: at 64 MB it sorted 20 of 50 sets (a week of 233,000 rows: 5.1 s; 2.7 s with all
+    hashed, 32 MB used)."""
+    return max(64, 5 * features)
+
+
 # Where GROUPING SETS is there, one pass counts every feature's bins; SQLite counts each alone.
 GROUPING_SETS = frozenset({"postgresql", "bigquery"})
 
@@ -397,17 +426,10 @@ def compute_hours(
     ]
     if records:
         connection.execute(insert(hourly_quality_table), records)
-    if "bins" in found:  # one pass; each result row holds one feature's slot
-        names = list(binned)
-        counted = [
-            {"hour": r[0], "model_version": r[1], "feature": name, "bin": slot, "count": r[-1]}
-            for r in connection.execute(found.pop("bins"))
-            for name, slot in zip(names, r[2:-1], strict=True)
-            if slot is not None
-        ]
-        if counted:
-            connection.execute(insert(hourly_bins_table), counted)
-    for statement in found.values():  # the bins, one statement per feature
+    if "bins" in found:  # one pass, unpivoted where it ran: rows never travel to Python
+        found["bins"] = unpivot_bins(found["bins"], list(binned))
+        connection.exec_driver_sql(f"SET LOCAL work_mem = '{bins_work_mem_mb(len(binned))}MB'")
+    for statement in found.values():  # the bins: one statement, or one per feature (SQLite)
         connection.execute(
             insert(hourly_bins_table).from_select(
                 ["hour", "model_version", "feature", "bin", "count"], statement
