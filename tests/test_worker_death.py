@@ -113,9 +113,16 @@ def test_rows_answered_by_workers_killed_with_their_writers_are_counted_not_lost
         while _drops(database_url).get(WORKER_DIED, 0) < len(answered):
             assert time.monotonic() < deadline, f"counted: {_drops(database_url)}"
             time.sleep(0.2)
+        # Each worker publishes its counters every half second, so a scrape may lag the
+        # database by that much (once, in a full suite, it still showed one worker's 75 of 150
+        # after 1.5 s): wait for the sum, bounded, then long enough to see a second settlement.
+        dropped_metric = 'prediction_log_dropped_rows_total{reason="worker_died"}'
+        while _scraped(server.url, dropped_metric) < len(answered):
+            assert time.monotonic() < deadline, f"scraped: {_scraped(server.url, dropped_metric)}"
+            time.sleep(0.2)
         time.sleep(1.5)  # a second settlement would show now
         replaced = _scraped(server.url, "service_workers_replaced_total")
-        counted = _scraped(server.url, 'prediction_log_dropped_rows_total{reason="worker_died"}')
+        counted = _scraped(server.url, dropped_metric)
         code, output = server.stop()
     except BaseException:
         server.kill()
